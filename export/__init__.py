@@ -1,0 +1,1 @@
+"""Getting ONNX out of PyTorch frameworks (needs the ``export`` extra: torch, timm)."""

@@ -1,0 +1,12 @@
+"""ViT-ReciproCAM saliency maps for ONNX Vision Transformers, on ONNX Runtime alone."""
+from .errors import (BlockIndexError, GraphStructureError, ImageError, ModelLoadError, NotAViTError,
+                     OptionError, ReciproCamError, SplitMismatchError)
+from .explainer import Explainer, Explanation
+from .graph.split import load_split, save_split, split_model
+
+__all__ = [
+    "BlockIndexError", "Explainer", "Explanation", "GraphStructureError", "ImageError", "ModelLoadError",
+    "NotAViTError", "OptionError", "ReciproCamError", "SplitMismatchError", "load_split", "save_split",
+    "split_model",
+]
+__version__ = "0.1.0"

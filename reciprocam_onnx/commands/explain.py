@@ -1,0 +1,140 @@
+"""``reciprocam explain``: saliency maps and overlays for image files."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ImageError, ReciproCamError
+from .common import add_explainer_options, add_runtime_options, default_model, explainer_kwargs, looks_like_model
+
+
+class Explain:
+    """Explain images with ViT-ReciproCAM: writes NAME.overlay.png and NAME.map.npy per image
+    and prints the top-5 classes. A folder explains every image in it; bad images are reported
+    and skipped, and the exit code is 1 if any failed."""
+
+    name = "explain"
+
+    @classmethod
+    def register(cls, sub) -> None:
+        parser = sub.add_parser(cls.name, help=cls.__doc__.splitlines()[0], description=cls.__doc__)
+        parser.add_argument("inputs", nargs="+", metavar="[MODEL] IMAGE",
+                            help="model (.onnx or split folder; default: the bundled demo model), "
+                                 "then image files, folders or preprocessed .npy tensors")
+        parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+        parser.add_argument("--target", type=int, default=None, help="class to explain (default: predicted)")
+        parser.add_argument("--labels", type=Path, default=None, help="class names, one per line")
+        parser.add_argument("--resize", choices=["crop", "stretch", "none"], default="crop",
+                            help="fit images to the model: shorter side + centre crop (default), "
+                                 "plain resize, or none (sizes must match)")
+        parser.add_argument("--top", type=int, default=5, help="classes to print per image (default 5)")
+        add_explainer_options(parser)
+        add_runtime_options(parser)
+        parser.set_defaults(run=cls.run)
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from ..explainer import Explainer
+        from ..model_info import read_labels
+        from ..progress import progress
+
+        model, sources = _model_and_images(args.inputs)
+        explainer = Explainer(model, **explainer_kwargs(args))
+        labels = read_labels(args.labels) if args.labels else explainer.info.model.labels
+        files, missing = _expand(sources)
+        failed = 0
+        names: set[str] = set()
+        for path in progress(files, len(files), "explaining"):
+            try:
+                _explain_one(explainer, path, args, labels, _unique(path.stem, names))
+            except ReciproCamError as exc:
+                failed += 1
+                print(f"skipped {path}: {exc}", file=sys.stderr)
+        if missing or failed:
+            print(f"{missing + failed} inputs failed, {len(files) - failed} explained", file=sys.stderr)
+            return 1
+        return 0
+
+
+def _model_and_images(inputs: list[str]) -> tuple[Path, list[Path]]:
+    if looks_like_model(inputs[0]):
+        return Path(inputs[0]), [Path(p) for p in inputs[1:]]
+    return default_model(), [Path(p) for p in inputs]
+
+
+def _expand(sources: list[Path]) -> tuple[list[Path], int]:
+    """Image files from files and folders, and how many sources were missing or empty."""
+    from ..preprocess import list_images
+
+    if not sources:
+        raise ImageError("no images given")
+    files, missing = [], 0
+    for source in sources:
+        found = list_images(source) if source.is_dir() else [source] if source.is_file() else []
+        if not found:
+            missing += 1
+            print(f"skipped {source}: {'no images in folder' if source.is_dir() else 'not found'}",
+                  file=sys.stderr)
+        files.extend(found)
+    return files, missing
+
+
+def _unique(stem: str, used: set[str]) -> str:
+    name, k = stem, 1
+    while name in used:
+        k += 1
+        name = f"{stem}-{k}"
+    used.add(name)
+    return name
+
+
+def _explain_one(explainer, path: Path, args, labels, name: str) -> None:
+    from ..fileio import write_atomic
+    from ..overlay import overlay, save_png
+
+    tensor, display = _load(explainer, path, args.resize)
+    targets = None if args.target is None else [args.target]
+    out = explainer.explain(tensor[None], targets=targets)
+    args.output.mkdir(parents=True, exist_ok=True)
+    write_atomic(args.output / f"{name}.map.npy", lambda tmp: np.save(tmp, out.maps[0]))
+    save_png(args.output / f"{name}.overlay.png", overlay(display, out.maps[0]))
+    print(_summary(path, args.output / f"{name}.overlay.png", out, labels, args.top))
+
+
+def _load(explainer, path: Path, resize: str) -> tuple[np.ndarray, np.ndarray]:
+    """(normalised [3,H,W] tensor, RGB picture for the overlay) from an image or .npy file."""
+    from ..preprocess import preprocess
+
+    info = explainer.info
+    mean, std = info.model.mean, info.model.std
+    if path.suffix.lower() != ".npy":
+        return preprocess(path, info.input_shape[1:], mean, std, resize)
+    try:
+        tensor = np.load(path).astype(np.float32)
+    except (OSError, ValueError) as exc:
+        raise ImageError(f"cannot read {path} as a .npy tensor ({exc})") from exc
+    tensor = tensor[0] if tensor.ndim == 4 and len(tensor) == 1 else tensor
+    if tensor.shape != tuple(info.input_shape):
+        raise ImageError(f"{path} holds a tensor of shape {list(tensor.shape)}; "
+                         f"the model takes {list(info.input_shape)}")
+    return tensor, _denormalise(tensor, mean, std)
+
+
+def _denormalise(tensor: np.ndarray, mean, std) -> np.ndarray:
+    from ..model_info import IMAGENET_MEAN, IMAGENET_STD
+
+    mean = np.asarray(mean or IMAGENET_MEAN, np.float32)[:, None, None]
+    std = np.asarray(std or IMAGENET_STD, np.float32)[:, None, None]
+    rgb = np.clip((tensor * std + mean) * 255, 0, 255).round().astype(np.uint8)
+    return np.ascontiguousarray(rgb.transpose(1, 2, 0))
+
+
+def _summary(path: Path, written: Path, out, labels, top: int) -> str:
+    scores = out.scores[0]
+    order = np.argsort(-scores)[:top]
+    name = (lambda k: labels[k] if labels is not None and k < len(labels) else str(k))
+    ranked = ", ".join(f"{name(k)} {scores[k]:.3f}" for k in order)
+    return f"{path} -> {written}\n  target: {name(int(out.targets[0]))}\n  top-{len(order)}: {ranked}"

@@ -1,0 +1,31 @@
+"""``reciprocam split``: cut a model into prefix and suffix graphs."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+class Split:
+    """Split MODEL at a block into prefix.onnx, suffix.onnx and split.json (verified numerically)."""
+
+    name = "split"
+
+    @classmethod
+    def register(cls, sub) -> None:
+        parser = sub.add_parser(cls.name, help=cls.__doc__, description=cls.__doc__)
+        parser.add_argument("model", type=Path, help="ViT classifier, .onnx")
+        parser.add_argument("--block", type=int, default=-2, help="target block (default -2)")
+        parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+        parser.set_defaults(run=cls.run)
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from ..graph.split import save_split, split_model
+
+        split = split_model(args.model, block=args.block)
+        folder = save_split(split, args.output)
+        info = split.info
+        print(f"split {args.model} at block {info.block} of {info.blocks} "
+              f"({info.tokens} tokens = {info.prefix_tokens} prefix + {info.grid[0]}x{info.grid[1]} grid, "
+              f"width {info.width}, {info.classes} classes) -> {folder}")
+        return 0

@@ -1,0 +1,183 @@
+"""The ViT-ReciproCAM engine on ONNX Runtime: prefix once, masked copies in chunks.
+
+    images ──prefix──► R, F  (once per batch of images, kept on the device)
+    rows (image, token weights) ──masked suffix──► logits per row
+       row 0 of each image: all-ones weights = the unmasked model
+       row 1 + k: the copy of grid cell k (masks.cell_weights)
+
+Rows are run ``max_batch`` at a time, so peak memory does not grow with the
+number of cells or images.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnx
+
+from .errors import ImageError, OptionError
+from .graph.masking import ROW_IMAGE, ROW_WEIGHT, masked_suffix
+from .graph.split import NORMED, RESIDUAL, SplitInfo, SplitModel, is_split_folder, load_split, split_model
+from .masks import cell_weights
+from .normalise import minmax_normalise
+from .runtime import make_session, on_cuda
+
+log = logging.getLogger(__name__)
+
+SCORES = ("softmax", "logits")
+MEMORY_BUDGET_BYTES = {"cpu": 256 << 20, "cuda": 2 << 30}
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Result of :meth:`Explainer.explain` for a batch of B images."""
+
+    maps: np.ndarray  # float32 [B, h, w] in [0, 1], for each image's target class
+    targets: np.ndarray  # int64 [B]
+    scores: np.ndarray  # float32 [B, C], the unmasked model's scores
+
+
+class Explainer:
+    """ViT-ReciproCAM for an ONNX ViT classifier (a model file, ModelProto or split folder).
+
+    >>> ex = Explainer("model.onnx")
+    >>> out = ex.explain(images)          # images: float32 [B, 3, H, W], normalised
+    >>> out.maps, out.targets, out.scores
+    """
+
+    def __init__(self, model: str | os.PathLike | onnx.ModelProto, block: int | None = None,
+                 kernel: str = "3x3", cls_token: bool = True, score: str = "softmax",
+                 residual: str = "unmasked", providers: Sequence[str] | None = None,
+                 max_batch: int | None = None):
+        if score not in SCORES:
+            raise OptionError(f"score must be one of {SCORES}, not {score!r}")
+        self.split = _load_split(model, block)
+        info = self.split.info
+        self.score = score
+        weights = cell_weights(info.grid, info.prefix_tokens, kernel, cls_token)
+        self._rows = np.concatenate([np.ones((1, info.tokens), np.float32), weights])
+        self._prefix = make_session(self.split.prefix, providers)
+        self._suffix = make_session(masked_suffix(self.split.suffix, info.tokens, info.width, residual), providers)
+        self.device = "cuda" if on_cuda(self._suffix) else "cpu"
+        self.max_batch = max_batch or default_max_batch(info, MEMORY_BUDGET_BYTES[self.device])
+        if self.max_batch < 1:
+            raise OptionError(f"max_batch must be at least 1, not {self.max_batch}")
+        log.info("explainer on %s: block %d, grid %dx%d, %d rows per suffix run",
+                 self.device, info.block, *info.grid, self.max_batch)
+
+    @property
+    def info(self) -> SplitInfo:
+        """Facts about the model: grid, tokens, classes, labels, mean/std."""
+        return self.split.info
+
+    def explain(self, images: np.ndarray, targets: Sequence[int] | np.ndarray | None = None) -> Explanation:
+        """Maps [B, h, w] for the given targets, or for each image's predicted class."""
+        unmasked, cells = self.cell_scores(images)
+        chosen = self._targets(targets, unmasked)
+        picked = cells[np.arange(len(chosen)), :, chosen]
+        maps = minmax_normalise(picked.reshape(len(chosen), *self.info.grid))
+        return Explanation(maps, chosen, unmasked)
+
+    def explain_all(self, images: np.ndarray) -> np.ndarray:
+        """Maps for every class from the same runs: float32 [B, C, h, w]."""
+        _, cells = self.cell_scores(images)
+        return minmax_normalise(cells.transpose(0, 2, 1).reshape(len(cells), -1, *self.info.grid))
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """The unmasked model's scores [B, C] (softmax or logits per ``score``)."""
+        images = self._check_images(images)
+        residual, normed = self._run_prefix(images)
+        index = np.arange(len(images), dtype=np.int64)
+        return self._scores(self._run_suffix(residual, normed, index, self._rows[np.zeros_like(index)]))
+
+    def cell_scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw scores before min-max: unmasked [B, C] and per masked copy [B, h*w, C]."""
+        scores = self._row_scores(images)
+        return scores[:, 0], scores[:, 1:]
+
+    def _row_scores(self, images: np.ndarray) -> np.ndarray:
+        """Scores of every row of every image: [B, 1 + h*w, C]; row 0 unmasked."""
+        images = self._check_images(images)
+        residual, normed = self._run_prefix(images)
+        per_image = len(self._rows)
+        total = len(images) * per_image
+        logits = np.empty((total, self.info.classes), np.float32)
+        for start in range(0, total, self.max_batch):
+            rows = np.arange(start, min(start + self.max_batch, total))
+            image, cell = np.divmod(rows, per_image)
+            logits[rows] = self._run_suffix(residual, normed, image.astype(np.int64), self._rows[cell])
+        return self._scores(logits).reshape(len(images), per_image, -1)
+
+    def _scores(self, logits: np.ndarray) -> np.ndarray:
+        if self.score == "logits":
+            return logits
+        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return shifted / shifted.sum(axis=-1, keepdims=True)
+
+    def _run_prefix(self, images: np.ndarray):
+        """R and F for the batch: OrtValues on the session's device (arrays for static batch)."""
+        name = self.info.input_name
+        if self.info.static_batch is not None:
+            halves = [self._prefix.run([RESIDUAL, NORMED], {name: images[i:i + 1]}) for i in range(len(images))]
+            return tuple(np.concatenate(parts) for parts in zip(*halves))
+        binding = self._prefix.io_binding()
+        binding.bind_cpu_input(name, images)
+        binding.bind_output(RESIDUAL, self.device)
+        binding.bind_output(NORMED, self.device)
+        self._prefix.run_with_iobinding(binding)
+        return tuple(binding.get_outputs())
+
+    def _run_suffix(self, residual, normed, image: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        binding = self._suffix.io_binding()
+        for name, value in ((RESIDUAL, residual), (NORMED, normed)):
+            if isinstance(value, np.ndarray):
+                binding.bind_cpu_input(name, value)
+            else:
+                binding.bind_ortvalue_input(name, value)
+        binding.bind_cpu_input(ROW_IMAGE, np.ascontiguousarray(image))
+        binding.bind_cpu_input(ROW_WEIGHT, np.ascontiguousarray(weight))
+        binding.bind_output(self.info.output_name, "cpu")
+        self._suffix.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
+
+    def _check_images(self, images: np.ndarray) -> np.ndarray:
+        expected = self.info.input_shape
+        array = np.asarray(images)
+        if array.ndim == 3:
+            array = array[None]
+        if array.ndim != 4 or tuple(array.shape[1:]) != tuple(expected):
+            raise ImageError(f"images must be [B, {', '.join(map(str, expected))}] float32 "
+                             f"(normalised, NCHW); got shape {list(np.shape(images))}")
+        return np.ascontiguousarray(array, dtype=np.float32)
+
+    def _targets(self, targets, scores: np.ndarray) -> np.ndarray:
+        if targets is None:
+            return scores.argmax(axis=1).astype(np.int64)
+        chosen = np.asarray(targets, dtype=np.int64).reshape(-1)
+        if chosen.shape != (len(scores),):
+            raise OptionError(f"need one target per image: {len(scores)} images, {chosen.size} targets")
+        if chosen.min() < 0 or chosen.max() >= self.info.classes:
+            raise OptionError(f"targets must lie in 0..{self.info.classes - 1}; got {chosen.tolist()}")
+        return chosen
+
+
+def default_max_batch(info: SplitInfo, budget_bytes: int) -> int:
+    """Rows per suffix run that keep the activations of one run near ``budget_bytes``."""
+    heads = max(1, info.width // 64)
+    per_row = 4 * info.tokens * (16 * info.width + 2 * heads * info.tokens)
+    return int(np.clip(budget_bytes // per_row, 1, 1024))
+
+
+def _load_split(model, block: int | None) -> SplitModel:
+    if not isinstance(model, onnx.ModelProto) and is_split_folder(model):
+        split = load_split(model)
+        if block is not None and block % split.info.blocks != split.info.block:
+            raise OptionError(f"{model} was split at block {split.info.block}; "
+                              f"re-split it to explain block {block}")
+        return split
+    return split_model(model if isinstance(model, onnx.ModelProto) else Path(model),
+                       -2 if block is None else block)

@@ -1,0 +1,1 @@
+"""Graph analysis and surgery: find transformer blocks, split at a block."""

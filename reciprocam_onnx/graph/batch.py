@@ -1,0 +1,306 @@
+"""Make a graph exported with a fixed batch of 1 accept any batch size.
+
+Static-batch exports bake the batch into Reshape shape constants, sometimes
+merged with another axis (``[197, 1*heads, 64]`` in torchvision's attention).
+We track where the batch lives in every tensor — an ``(axis, inner)`` pair:
+the axis that holds it and the product of the factors of that axis inside it
+— from the graph inputs forward, op by op. A Reshape may place the batch in
+more than one output axis consistently with memory layout; those choices are
+searched depth-first, and a choice that a later op contradicts (a contraction,
+a normalisation or a constant over the batch axis) is abandoned. Each chosen
+Reshape gets ``-1`` on its batch axis.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..errors import GraphStructureError
+from .gsutil import constant_value
+
+log = logging.getLogger(__name__)
+
+Place = tuple[int, int]  # (axis, inner factor)
+Option = tuple[dict[str, Place], dict[str, np.ndarray]]  # (tensor places, reshape rewrites)
+
+_ELEMENTWISE = {
+    "Add", "Sub", "Mul", "Div", "Pow", "Where", "Equal", "Greater", "Less", "And", "Or",
+    "Not", "Max", "Min", "Erf", "Sqrt", "Exp", "Log", "Tanh", "Sigmoid", "Relu", "Gelu",
+    "Cast", "Identity", "Neg", "Abs", "Reciprocal", "Clip", "Dropout", "Softplus",
+    "HardSigmoid", "HardSwish", "Mish", "Floor", "Ceil", "Round", "Sign", "Mod",
+}
+_REDUCE = {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2"}
+_SEARCH_BUDGET = 20_000
+
+
+def make_batch_dynamic(graph: gs.Graph, shapes: dict[str, tuple[int, ...]]) -> int:
+    """Rewrite the batch-carrying Reshape constants of ``graph`` in place.
+
+    ``shapes`` holds every tensor's shape at batch 1; every graph input carries
+    the batch on axis 0. Returns the number of Reshape constants rewritten.
+    """
+    nodes = list(graph.toposort().nodes)
+    start = {t.name: (0, 1) for t in graph.inputs}
+    search = _Search(nodes, shapes)
+    rewrites = search.solve(0, start, {})
+    if rewrites is None:
+        where = search.failed_at
+        raise GraphStructureError(
+            "cannot make this static-batch model accept a batch of masked copies: "
+            f"the batch axis cannot be followed through {where.op} node {where.name!r}; "
+            "re-export the model with a dynamic batch axis"
+        )
+    for node in nodes:
+        if node.name in rewrites:
+            node.inputs[1] = gs.Constant(f"{node.name}_dynamic_batch_shape", rewrites[node.name])
+    return len(rewrites)
+
+
+class _Search:
+    """Depth-first search over the Reshape choices, pruned by contradictions."""
+
+    def __init__(self, nodes: list[gs.Node], shapes: dict[str, tuple[int, ...]]):
+        self.nodes, self.shapes = nodes, shapes
+        self.steps, self.failed_at = 0, nodes[0] if nodes else None
+        self.furthest = -1
+
+    def solve(self, i: int, places: dict[str, Place], rewrites: dict) -> dict | None:
+        while i < len(self.nodes):
+            self.steps += 1
+            if self.steps > _SEARCH_BUDGET:
+                return None
+            options = _transfer(self.nodes[i], places, self.shapes)
+            if not options:
+                if i > self.furthest:
+                    self.furthest, self.failed_at = i, self.nodes[i]
+                return None
+            if len(options) > 1:
+                for update, rewrite in options:
+                    found = self.solve(i + 1, {**places, **update}, {**rewrites, **rewrite})
+                    if found is not None:
+                        return found
+                return None
+            update, rewrite = options[0]
+            places, rewrites = {**places, **update}, {**rewrites, **rewrite}
+            i += 1
+        return rewrites
+
+
+def _transfer(node: gs.Node, places: dict[str, Place], shapes: dict) -> list[Option]:
+    """Where the batch goes through ``node``: [] if contradicted, several for Reshape."""
+    carried = [(k, t) for k, t in enumerate(node.inputs) if t.name in places]
+    if not carried:
+        return [({}, {})]
+    rule = _RULES.get(node.op)
+    if rule is None and node.op in _ELEMENTWISE:
+        rule = _elementwise
+    if rule is None and node.op in _REDUCE:
+        rule = _reduce
+    if rule is None:
+        return []
+    return rule(node, places, shapes)
+
+
+def _same_place(node: gs.Node, place: Place | None) -> list[Option]:
+    if place is None:
+        return []
+    return [({out.name: place for out in node.outputs if out.name}, {})]
+
+
+def _rank(shapes: dict, tensor: gs.Tensor) -> int:
+    if isinstance(tensor, gs.Constant):
+        return len(tensor.shape)
+    return len(shapes[tensor.name])
+
+
+def _dims(shapes: dict, tensor: gs.Tensor) -> tuple[int, ...]:
+    value = constant_value(tensor)
+    return tuple(value.shape) if value is not None else shapes[tensor.name]
+
+
+def _broadcast_place(node, places, shapes, inputs) -> Place | None:
+    """The output place of a broadcasting op, or None if an input contradicts it."""
+    out_rank = len(shapes[node.outputs[0].name])
+    found: set[Place] = set()
+    for tensor in inputs:
+        if tensor.name in places:
+            axis, inner = places[tensor.name]
+            found.add((axis + out_rank - _rank(shapes, tensor), inner))
+    if len(found) != 1:
+        return None
+    place = found.pop()
+    for tensor in inputs:
+        if tensor.name not in places and tensor.name:
+            dims = _dims(shapes, tensor)
+            aligned = place[0] - (out_rank - len(dims))
+            if 0 <= aligned < len(dims) and dims[aligned] != 1:
+                return None
+    return place
+
+
+def _elementwise(node, places, shapes) -> list[Option]:
+    return _same_place(node, _broadcast_place(node, places, shapes, node.inputs))
+
+
+def _axis_attr(node, shapes, default: int) -> int:
+    axis = node.attrs.get("axis", default)
+    rank = len(shapes[node.inputs[0].name])
+    return axis + rank if axis < 0 else axis
+
+
+def _softmax(node, places, shapes) -> list[Option]:
+    axis, _ = places[node.inputs[0].name]
+    return _same_place(node, places[node.inputs[0].name] if axis < _axis_attr(node, shapes, -1) else None)
+
+
+def _layernorm(node, places, shapes) -> list[Option]:
+    if any(t.name in places for t in node.inputs[1:]):
+        return []
+    return _softmax(node, places, shapes)
+
+
+def _reduce_axes(node, shapes) -> list[int] | None:
+    rank = len(shapes[node.inputs[0].name])
+    axes = node.attrs.get("axes")
+    if axes is None and len(node.inputs) > 1:
+        value = constant_value(node.inputs[1])
+        axes = None if value is None else value.tolist()
+    return None if axes is None else [a + rank if a < 0 else a for a in axes]
+
+
+def _reduce(node, places, shapes) -> list[Option]:
+    axis, inner = places[node.inputs[0].name]
+    axes = _reduce_axes(node, shapes)
+    if axes is None or axis in axes:
+        return []
+    if not node.attrs.get("keepdims", 1):
+        axis -= sum(a < axis for a in axes)
+    return _same_place(node, (axis, inner))
+
+
+def _matmul(node, places, shapes) -> list[Option]:
+    a, b = node.inputs
+    out_rank = len(shapes[node.outputs[0].name])
+    found = set()
+    for tensor, contracted, kept in ((a, -1, -2), (b, -2, -1)):
+        if tensor.name not in places:
+            continue
+        axis, inner = places[tensor.name]
+        rank = _rank(shapes, tensor)
+        if axis == rank + contracted or rank < 2:
+            return []
+        shift = out_rank - rank
+        found.add((out_rank + kept if axis == rank + kept else axis + shift, inner))
+    if len(found) != 1:
+        return []
+    place = found.pop()
+    if place[0] >= out_rank - 2:
+        return _same_place(node, place)
+    return _same_place(node, _broadcast_place(node, places, shapes, [a, b]))
+
+
+def _gemm(node, places, shapes) -> list[Option]:
+    a = node.inputs[0]
+    if [t.name for t in node.inputs if t.name in places] != [a.name] or node.attrs.get("transA", 0):
+        return []
+    return _same_place(node, places[a.name] if places[a.name][0] == 0 else None)
+
+
+def _transpose(node, places, shapes) -> list[Option]:
+    axis, inner = places[node.inputs[0].name]
+    perm = list(node.attrs.get("perm", reversed(range(len(shapes[node.inputs[0].name])))))
+    return _same_place(node, (perm.index(axis), inner))
+
+
+def _gather(node, places, shapes) -> list[Option]:
+    data, indices = node.inputs
+    if indices.name in places:
+        return []
+    axis, inner = places[data.name]
+    g = _axis_attr(node, shapes, 0)
+    if axis == g:
+        return []
+    return _same_place(node, (axis if axis < g else axis + _rank(shapes, indices) - 1, inner))
+
+
+def _slice(node, places, shapes) -> list[Option]:
+    if any(t.name in places for t in node.inputs[1:]):
+        return []
+    place = places[node.inputs[0].name]
+    before, after = shapes[node.inputs[0].name], shapes[node.outputs[0].name]
+    return _same_place(node, place if before[place[0]] == after[place[0]] else None)
+
+
+def _concat_or_split(node, places, shapes) -> list[Option]:
+    axis = _axis_attr(node, shapes, 0)
+    data = node.inputs if node.op == "Concat" else node.inputs[:1]
+    if any(t.name not in places for t in data) or len({places[t.name] for t in data}) != 1:
+        return []
+    place = places[data[0].name]
+    return _same_place(node, place if place[0] != axis else None)
+
+
+def _squeeze(node, places, shapes) -> list[Option]:
+    axes = _reduce_axes(node, shapes)
+    axis, inner = places[node.inputs[0].name]
+    if axes is None or axis in axes:
+        return []
+    return _same_place(node, (axis - sum(a < axis for a in axes), inner))
+
+
+def _unsqueeze(node, places, shapes) -> list[Option]:
+    out_rank = len(shapes[node.outputs[0].name])
+    axes = _reduce_axes(node, shapes)
+    if axes is None:
+        return []
+    axes = sorted(a + out_rank if a < 0 else a for a in axes)
+    kept = [k for k in range(out_rank) if k not in axes]
+    axis, inner = places[node.inputs[0].name]
+    return _same_place(node, (kept[axis], inner))
+
+
+def _expand(node, places, shapes) -> list[Option]:
+    if node.inputs[1].name in places:
+        return []
+    return _same_place(node, _broadcast_place(node, places, shapes, node.inputs[:1]))
+
+
+def _flatten(node, places, shapes) -> list[Option]:
+    dims = shapes[node.inputs[0].name]
+    k = _axis_attr(node, shapes, 1)
+    axis, inner = places[node.inputs[0].name]
+    if axis < k:
+        return _same_place(node, (0, inner * math.prod(dims[axis + 1:k])))
+    return _same_place(node, (1, inner * math.prod(dims[axis + 1:])))
+
+
+def _reshape(node, places, shapes) -> list[Option]:
+    data, target = node.inputs
+    if target.name in places or constant_value(target) is None:
+        return []
+    axis, inner = places[data.name]
+    stride = inner * math.prod(shapes[data.name][axis + 1:])
+    out = shapes[node.outputs[0].name]
+    options = []
+    for j in range(len(out)):
+        below = math.prod(out[j + 1:])
+        if stride % below or out[j] % (stride // below):
+            continue
+        new_shape = np.array(out, dtype=np.int64)
+        new_shape[j] = -1
+        options.append(({node.outputs[0].name: (j, stride // below)}, {node.name: new_shape}))
+    options.sort(key=lambda o: (out[next(iter(o[0].values()))[0]] != 1,))
+    return options
+
+
+_RULES: dict[str, Callable[..., list[Option]]] = {
+    "Softmax": _softmax, "LogSoftmax": _softmax, "LayerNormalization": _layernorm,
+    "MatMul": _matmul, "Gemm": _gemm, "Transpose": _transpose, "Gather": _gather,
+    "Slice": _slice, "Concat": _concat_or_split, "Split": _concat_or_split,
+    "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Expand": _expand,
+    "Flatten": _flatten, "Reshape": _reshape,
+}

@@ -1,0 +1,20 @@
+"""Per-map min-max normalisation shared by explainers and metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def minmax_normalise(maps: np.ndarray) -> np.ndarray:
+    """Scale each map (last two axes) to [0, 1] as (m - min) / (max - min).
+
+    Works on a single ``[h, w]`` map or any stack ``[..., h, w]``. A constant
+    map becomes all zeros, so the result is never NaN. Returns float32.
+    """
+    m = np.asarray(maps, dtype=np.float32)
+    if m.ndim < 2:
+        raise ValueError(f"expected maps with at least 2 dims, got shape {m.shape}")
+    lo = m.min(axis=(-2, -1), keepdims=True)
+    span = m.max(axis=(-2, -1), keepdims=True) - lo
+    safe = np.where(span > 0, span, np.float32(1))
+    return np.where(span > 0, (m - lo) / safe, np.float32(0)).astype(np.float32)

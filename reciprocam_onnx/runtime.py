@@ -1,0 +1,82 @@
+"""ONNX Runtime sessions: provider choice with a quiet CPU fallback, tuned options."""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Sequence
+
+import onnx
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def physical_cores() -> int:
+    """Cores this process may use (hyper-threads share a core's FMA units; we take what we get)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def session_options():
+    """Full graph optimisation, intra-op threads = usable cores, memory arena on."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = physical_cores()
+    options.enable_cpu_mem_arena = True
+    options.log_severity_level = 3
+    return options
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_usable() -> bool:
+    """True if a CUDA session really starts here (the provider list alone is not proof)."""
+    import onnxruntime as ort
+
+    if CUDA not in ort.get_available_providers():
+        return False
+    probe = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            [onnx.helper.make_node("Identity", ["x"], ["y"])], "probe",
+            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])]),
+        opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8)
+    ort.set_default_logger_severity(4)
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), providers=[CUDA, CPU])
+        return CUDA in session.get_providers()
+    except Exception:  # any failure to start CUDA means: use the CPU
+        return False
+    finally:
+        ort.set_default_logger_severity(2)
+
+
+def resolve_providers(providers: Sequence[str] | None) -> list[str]:
+    """The providers to ask for: as given, else CUDA (if it really works) then CPU."""
+    if providers is not None:
+        return list(providers)
+    return [CUDA, CPU] if cuda_usable() else [CPU]
+
+
+def make_session(model: onnx.ModelProto, providers: Sequence[str] | None = None):
+    """An InferenceSession for ``model`` on the resolved providers."""
+    import onnxruntime as ort
+
+    wanted = resolve_providers(providers)
+    if CUDA in wanted and not cuda_usable():
+        log.info("CUDA is not usable here; running on CPU")
+        wanted = [p for p in wanted if p != CUDA] or [CPU]
+    session = ort.InferenceSession(model.SerializeToString(), session_options(), providers=wanted)
+    log.debug("session providers: %s", session.get_providers())
+    return session
+
+
+def on_cuda(session) -> bool:
+    """True if the session actually runs on CUDA."""
+    return CUDA in session.get_providers()

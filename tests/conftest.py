@@ -1,0 +1,40 @@
+"""Shared fixtures: exported models (cached per session) and random images."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+logging.getLogger("reciprocam_onnx").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def export_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("onnx")
+
+
+@pytest.fixture(scope="session")
+def exported(export_dir):
+    """exported(family, opset, dynamic) -> (onnx path, torch model, Family); cached."""
+    from export.export_vit import export_onnx
+    from tests.zoo import FAMILIES, make_model
+
+    cache: dict = {}
+
+    def get(family: str, opset: int = 17, dynamic: bool = True):
+        key = (family, opset, dynamic)
+        if key not in cache:
+            fam = FAMILIES[family]
+            model = make_model(fam)
+            path = export_dir / f"{family}-op{opset}-{'dyn' if dynamic else 'static'}.onnx"
+            export_onnx(model, path, fam.input_size, opset, dynamic)
+            cache[key] = (path, model, fam)
+        return cache[key]
+
+    return get
+
+
+def random_images(batch: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((batch, 3, *size), dtype=np.float32)

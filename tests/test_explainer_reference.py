@@ -1,0 +1,89 @@
+"""Explainer (ONNX Runtime) against the PyTorch reference, for every family and export.
+
+Options follow a pairwise covering of (kernel, cls_token, score, block,
+residual, batch size): every pair of values of every two options is tested on
+every export.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from reciprocam_onnx import Explainer
+from reciprocam_onnx.graph.split import save_split, split_model
+from tests.conftest import random_images
+from tests.torch_reference import as_float64, reference_explain
+from tests.zoo import FAMILIES
+
+COVERING = [(0, 0, 0, 0, 0, 0), (0, 0, 0, 0, 1, 1), (0, 1, 1, 1, 0, 0),
+            (1, 0, 1, 1, 0, 1), (1, 1, 0, 1, 1, 0), (1, 1, 1, 0, 1, 1)]
+KERNEL, CLS, SCORE, BLOCK, RESIDUAL, BATCH = ("3x3", "1x1"), (True, False), ("softmax", "logits"), \
+    (-2, -1), ("unmasked", "masked"), (1, 3)
+TOLERANCE = 1e-4
+SCORE_TOLERANCE = 5e-5
+# The reference runs in float64. A map is compared at TOLERANCE where the same
+# reference in float32 lands within TOLERANCE / 4 of it: elsewhere min-max
+# magnifies float32 noise (scores that barely vary over the cells) beyond what
+# any float32 implementation can meet. The raw scores behind every map are
+# always compared, and most target maps must be well-posed.
+WELL_POSED = TOLERANCE / 4
+
+
+def assert_matches_reference(ex: Explainer, images: np.ndarray, ref, ref32, where: str) -> np.ndarray:
+    """Raw scores, targets, target maps and all-class maps against the reference;
+    returns which target maps were well-posed enough to compare."""
+    unmasked, cells = ex.cell_scores(images)
+    scale = max(1.0, float(np.abs(ref.cells).max()))
+    np.testing.assert_allclose(unmasked, ref.unmasked, atol=SCORE_TOLERANCE * scale, rtol=0, err_msg=where)
+    np.testing.assert_allclose(cells, ref.cells, atol=SCORE_TOLERANCE * scale, rtol=0, err_msg=where)
+    out = ex.explain(images)
+    np.testing.assert_array_equal(out.targets, ref.targets, err_msg=where)
+    assert out.maps.dtype == np.float32 and out.maps.min() >= 0 and out.maps.max() <= 1
+    well_posed = np.abs(ref32.all_maps - ref.all_maps).max(axis=(2, 3)) <= WELL_POSED
+    chosen = well_posed[np.arange(len(images)), ref.targets]
+    np.testing.assert_allclose(out.maps[chosen], ref.maps[chosen], atol=TOLERANCE, rtol=0, err_msg=where)
+    every = ex.explain_all(images)
+    np.testing.assert_allclose(every[well_posed], ref.all_maps[well_posed], atol=TOLERANCE, rtol=0, err_msg=where)
+    np.testing.assert_array_equal(every[np.arange(len(images)), out.targets], out.maps, err_msg=where)
+    return chosen
+
+
+@pytest.mark.parametrize("dynamic", [True, False], ids=["dynamic", "static"])
+@pytest.mark.parametrize("opset", [14, 17])
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_maps_match_torch_reference(family, opset, dynamic, exported, tmp_path):
+    path, model, fam = exported(family, opset, dynamic)
+    splits = {b: save_split(split_model(path, block=b), tmp_path / f"block{b}") for b in BLOCK}
+    model64 = as_float64(model)
+    compared = []
+    for row in COVERING:
+        kernel, cls_token, score, block, residual, batch = (
+            options[i] for options, i in zip((KERNEL, CLS, SCORE, BLOCK, RESIDUAL, BATCH), row))
+        ex = Explainer(splits[block], kernel=kernel, cls_token=cls_token, score=score, residual=residual)
+        images = random_images(batch, fam.input_size, seed=sum(row))
+        refs = [reference_explain(m, *fam.blocks(m)[block], images, ex.info.grid, ex.info.prefix_tokens,
+                                  kernel, cls_token, score, residual) for m in (model64, model)]
+        where = f"{family} {kernel} cls={cls_token} {score} block={block} {residual} B={batch}"
+        compared.extend(assert_matches_reference(ex, images, *refs, where))
+    assert np.mean(compared) >= 0.75, f"only {np.mean(compared):.0%} of the target maps were well-posed"
+
+
+def test_given_targets_are_explained(exported):
+    path, model, fam = exported("timm-deit-tiny-distilled")
+    ex = Explainer(path)
+    images = random_images(2, fam.input_size)
+    targets = [3, 7]
+    out = ex.explain(images, targets=targets)
+    model = as_float64(model)
+    block, norm = fam.blocks(model)[-2]
+    ref = reference_explain(model, block, norm, images, ex.info.grid, ex.info.prefix_tokens, targets=targets)
+    assert out.targets.tolist() == targets
+    np.testing.assert_allclose(out.maps, ref.maps, atol=TOLERANCE, rtol=0)
+
+
+def test_chunk_size_does_not_change_maps(exported):
+    path, _, fam = exported("timm-patch32")
+    images = random_images(3, fam.input_size)
+    whole = Explainer(path, max_batch=1000).explain_all(images)
+    for rows in (1, 7, 50):
+        np.testing.assert_allclose(Explainer(path, max_batch=rows).explain_all(images), whole, atol=1e-6)

@@ -1,0 +1,104 @@
+"""An independent PyTorch ViT-ReciproCAM, written from ALGORITHM.md for the tests.
+
+It hooks the target block of the torch model: a pre-hook captures the block's
+input R (and masks it for residual="masked"); a forward hook on the block's
+first LayerNorm replaces its output F by the h*w masked copies, built with
+explicit loops over cells; the rest of the torch model then runs as is.
+Run it on a float64 copy of the model (``as_float64``): the masked-residual
+variant feeds near-constant rows to LayerNorms with eps ~1e-12, where float32
+noise grows to 1e-5.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+GAUSS = [[1 / 16, 1 / 8, 1 / 16], [1 / 8, 1 / 4, 1 / 8], [1 / 16, 1 / 8, 1 / 16]]
+
+
+def reference_weights(grid: tuple[int, int], prefix: int, kernel: str, cls_token: bool) -> np.ndarray:
+    """[h*w, P + h*w] token weights, one cell at a time."""
+    h, w = grid
+    out = np.zeros((h * w, prefix + h * w), dtype=np.float64)
+    for i in range(h):
+        for j in range(w):
+            k = i * w + j
+            out[k, :prefix] = 1.0 if cls_token else 0.0
+            if kernel == "1x1":
+                out[k, prefix + k] = 1.0
+                continue
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    y, x = i + dy, j + dx
+                    if 0 <= y < h and 0 <= x < w:
+                        out[k, prefix + y * w + x] = GAUSS[dy + 1][dx + 1]
+    return out
+
+
+def as_float64(model: torch.nn.Module) -> torch.nn.Module:
+    """A float64 copy of ``model`` for the reference computation."""
+    return copy.deepcopy(model).double()
+
+
+def _minmax(m: np.ndarray) -> np.ndarray:
+    span = m.max() - m.min()
+    return np.zeros_like(m) if span == 0 else (m - m.min()) / span
+
+
+@torch.no_grad()
+def reference_scores(model, block: torch.nn.Module, norm: torch.nn.Module, image: np.ndarray,
+                     weights: np.ndarray, residual: str, score: str) -> tuple[np.ndarray, np.ndarray]:
+    """(unmasked scores [C], per-cell scores [h*w, C]) for one image [3, H, W]."""
+    dtype = next(model.parameters()).dtype
+    x = torch.from_numpy(image[None]).to(dtype)
+    convert = (lambda z: torch.softmax(z.double(), -1)) if score == "softmax" else (lambda z: z.double())
+    unmasked = convert(model(x))[0]
+    wt = torch.from_numpy(weights).to(dtype)[:, :, None]
+    seen = {}
+
+    def pre_hook(module, args, kwargs):
+        key = "hidden_states" if not args else None
+        r = kwargs[key] if key else args[0]
+        seen["R"] = r
+        if residual == "masked":
+            if key:
+                return args, {**kwargs, key: wt * r}
+            return (wt * r, *args[1:]), kwargs
+        return None
+
+    def norm_hook(module, args, output):
+        f = F.layer_norm(seen["R"], module.normalized_shape, module.weight, module.bias, module.eps)
+        return wt * f
+
+    handles = [block.register_forward_pre_hook(pre_hook, with_kwargs=True), norm.register_forward_hook(norm_hook)]
+    try:
+        cells = convert(model(x))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return unmasked.numpy(), cells.numpy()
+
+
+@dataclass(frozen=True)
+class Reference:
+    maps: np.ndarray  # [B, h, w] for the targets
+    targets: np.ndarray  # [B]
+    all_maps: np.ndarray  # [B, C, h, w]
+    unmasked: np.ndarray  # [B, C]
+    cells: np.ndarray  # [B, h*w, C]
+
+
+def reference_explain(model, block, norm, images: np.ndarray, grid, prefix, kernel="3x3", cls_token=True,
+                      score="softmax", residual="unmasked", targets=None) -> Reference:
+    """ViT-ReciproCAM exactly as ALGORITHM.md defines it, image by image."""
+    weights = reference_weights(grid, prefix, kernel, cls_token)
+    runs = [reference_scores(model, block, norm, image, weights, residual, score) for image in images]
+    unmasked = np.stack([u for u, _ in runs])
+    cells = np.stack([c for _, c in runs])
+    chosen = unmasked.argmax(axis=1) if targets is None else np.asarray(targets)
+    all_maps = np.stack([[_minmax(c[:, k]).reshape(grid) for k in range(c.shape[1])] for c in cells])
+    return Reference(all_maps[np.arange(len(images)), chosen], chosen, all_maps, unmasked, cells)
