@@ -21,7 +21,7 @@ import onnx
 
 from .errors import ImageError, OptionError
 from .graph.masking import ROW_IMAGE, ROW_WEIGHT, masked_suffix
-from .graph.split import NORMED, RESIDUAL, SplitInfo, SplitModel, is_split_folder, load_split, split_model
+from .graph.split import RESIDUAL, SplitInfo, SplitModel, is_split_folder, load_split, split_model
 from .masks import cell_weights
 from .normalise import minmax_normalise
 from .runtime import make_session, on_cuda
@@ -52,16 +52,16 @@ class Explainer:
     def __init__(self, model: str | os.PathLike | onnx.ModelProto, block: int | None = None,
                  kernel: str = "3x3", cls_token: bool = True, score: str = "softmax",
                  residual: str = "unmasked", providers: Sequence[str] | None = None,
-                 max_batch: int | None = None):
+                 max_batch: int | None = None, optimize: bool = True):
         if score not in SCORES:
             raise OptionError(f"score must be one of {SCORES}, not {score!r}")
-        self.split = _load_split(model, block)
+        self.split = _load_split(model, block, optimize)
         info = self.split.info
         self.score = score
         weights = cell_weights(info.grid, info.prefix_tokens, kernel, cls_token)
         self._rows = np.concatenate([np.ones((1, info.tokens), np.float32), weights])
         self._prefix = make_session(self.split.prefix, providers)
-        self._suffix = make_session(masked_suffix(self.split.suffix, info.tokens, info.width, residual), providers)
+        self._suffix = make_session(masked_suffix(self.split.suffix, info.masked_inputs, residual), providers)
         self.device = "cuda" if on_cuda(self._suffix) else "cpu"
         self.max_batch = max_batch or default_max_batch(info, MEMORY_BUDGET_BYTES[self.device])
         if self.max_batch < 1:
@@ -77,7 +77,7 @@ class Explainer:
     def explain(self, images: np.ndarray, targets: Sequence[int] | np.ndarray | None = None) -> Explanation:
         """Maps [B, h, w] for the given targets, or for each image's predicted class."""
         unmasked, cells = self.cell_scores(images)
-        chosen = self._targets(targets, unmasked)
+        chosen = choose_targets(targets, unmasked, self.info.classes)
         picked = cells[np.arange(len(chosen)), :, chosen]
         maps = minmax_normalise(picked.reshape(len(chosen), *self.info.grid))
         return Explanation(maps, chosen, unmasked)
@@ -89,10 +89,11 @@ class Explainer:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """The unmasked model's scores [B, C] (softmax or logits per ``score``)."""
-        images = self._check_images(images)
-        residual, normed = self._run_prefix(images)
+        images = check_images(images, self.info.input_shape)
+        tapped = self._run_prefix(images)
         index = np.arange(len(images), dtype=np.int64)
-        return self._scores(self._run_suffix(residual, normed, index, self._rows[np.zeros_like(index)]))
+        logits = self._run_suffix(tapped, index, self._rows[np.zeros_like(index)])
+        return to_scores(logits, self.score)
 
     def cell_scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw scores before min-max: unmasked [B, C] and per masked copy [B, h*w, C]."""
@@ -101,39 +102,34 @@ class Explainer:
 
     def _row_scores(self, images: np.ndarray) -> np.ndarray:
         """Scores of every row of every image: [B, 1 + h*w, C]; row 0 unmasked."""
-        images = self._check_images(images)
-        residual, normed = self._run_prefix(images)
+        images = check_images(images, self.info.input_shape)
+        tapped = self._run_prefix(images)
         per_image = len(self._rows)
         total = len(images) * per_image
         logits = np.empty((total, self.info.classes), np.float32)
         for start in range(0, total, self.max_batch):
             rows = np.arange(start, min(start + self.max_batch, total))
             image, cell = np.divmod(rows, per_image)
-            logits[rows] = self._run_suffix(residual, normed, image.astype(np.int64), self._rows[cell])
-        return self._scores(logits).reshape(len(images), per_image, -1)
+            logits[rows] = self._run_suffix(tapped, image.astype(np.int64), self._rows[cell])
+        return to_scores(logits, self.score).reshape(len(images), per_image, -1)
 
-    def _scores(self, logits: np.ndarray) -> np.ndarray:
-        if self.score == "logits":
-            return logits
-        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        return shifted / shifted.sum(axis=-1, keepdims=True)
-
-    def _run_prefix(self, images: np.ndarray):
-        """R and F for the batch: OrtValues on the session's device (arrays for static batch)."""
-        name = self.info.input_name
+    def _run_prefix(self, images: np.ndarray) -> dict:
+        """The tapped tensors (R, F or its projections) for the batch, by name: OrtValues kept
+        on the session's device, or arrays for static-batch models (run image by image)."""
+        name, tapped = self.info.input_name, [RESIDUAL, *self.info.masked_inputs]
         if self.info.static_batch is not None:
-            halves = [self._prefix.run([RESIDUAL, NORMED], {name: images[i:i + 1]}) for i in range(len(images))]
-            return tuple(np.concatenate(parts) for parts in zip(*halves))
+            runs = [self._prefix.run(tapped, {name: images[i:i + 1]}) for i in range(len(images))]
+            return {key: np.concatenate(parts) for key, parts in zip(tapped, zip(*runs))}
         binding = self._prefix.io_binding()
         binding.bind_cpu_input(name, images)
-        binding.bind_output(RESIDUAL, self.device)
-        binding.bind_output(NORMED, self.device)
+        for key in tapped:
+            binding.bind_output(key, self.device)
         self._prefix.run_with_iobinding(binding)
-        return tuple(binding.get_outputs())
+        return dict(zip(tapped, binding.get_outputs()))
 
-    def _run_suffix(self, residual, normed, image: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    def _run_suffix(self, tapped: dict, image: np.ndarray, weight: np.ndarray) -> np.ndarray:
         binding = self._suffix.io_binding()
-        for name, value in ((RESIDUAL, residual), (NORMED, normed)):
+        for name, value in tapped.items():
             if isinstance(value, np.ndarray):
                 binding.bind_cpu_input(name, value)
             else:
@@ -144,25 +140,36 @@ class Explainer:
         self._suffix.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
 
-    def _check_images(self, images: np.ndarray) -> np.ndarray:
-        expected = self.info.input_shape
-        array = np.asarray(images)
-        if array.ndim == 3:
-            array = array[None]
-        if array.ndim != 4 or tuple(array.shape[1:]) != tuple(expected):
-            raise ImageError(f"images must be [B, {', '.join(map(str, expected))}] float32 "
-                             f"(normalised, NCHW); got shape {list(np.shape(images))}")
-        return np.ascontiguousarray(array, dtype=np.float32)
 
-    def _targets(self, targets, scores: np.ndarray) -> np.ndarray:
-        if targets is None:
-            return scores.argmax(axis=1).astype(np.int64)
-        chosen = np.asarray(targets, dtype=np.int64).reshape(-1)
-        if chosen.shape != (len(scores),):
-            raise OptionError(f"need one target per image: {len(scores)} images, {chosen.size} targets")
-        if chosen.min() < 0 or chosen.max() >= self.info.classes:
-            raise OptionError(f"targets must lie in 0..{self.info.classes - 1}; got {chosen.tolist()}")
-        return chosen
+def to_scores(logits: np.ndarray, score: str) -> np.ndarray:
+    """Softmax over the last axis, or the logits themselves."""
+    if score == "logits":
+        return logits
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def check_images(images: np.ndarray, expected: tuple[int, int, int]) -> np.ndarray:
+    """``images`` as contiguous float32 [B, C, H, W] of the model's size, else ImageError."""
+    array = np.asarray(images)
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4 or tuple(array.shape[1:]) != tuple(expected):
+        raise ImageError(f"images must be [B, {', '.join(map(str, expected))}] float32 "
+                         f"(normalised, NCHW); got shape {list(np.shape(images))}")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def choose_targets(targets, scores: np.ndarray, classes: int) -> np.ndarray:
+    """The given targets (checked), else the argmax of ``scores`` per image."""
+    if targets is None:
+        return scores.argmax(axis=1).astype(np.int64)
+    chosen = np.asarray(targets, dtype=np.int64).reshape(-1)
+    if chosen.shape != (len(scores),):
+        raise OptionError(f"need one target per image: {len(scores)} images, {chosen.size} targets")
+    if chosen.min() < 0 or chosen.max() >= classes:
+        raise OptionError(f"targets must lie in 0..{classes - 1}; got {chosen.tolist()}")
+    return chosen
 
 
 def default_max_batch(info: SplitInfo, budget_bytes: int) -> int:
@@ -172,7 +179,7 @@ def default_max_batch(info: SplitInfo, budget_bytes: int) -> int:
     return int(np.clip(budget_bytes // per_row, 1, 1024))
 
 
-def _load_split(model, block: int | None) -> SplitModel:
+def _load_split(model, block: int | None, optimize: bool) -> SplitModel:
     if not isinstance(model, onnx.ModelProto) and is_split_folder(model):
         split = load_split(model)
         if block is not None and block % split.info.blocks != split.info.block:
@@ -180,4 +187,4 @@ def _load_split(model, block: int | None) -> SplitModel:
                               f"re-split it to explain block {block}")
         return split
     return split_model(model if isinstance(model, onnx.ModelProto) else Path(model),
-                       -2 if block is None else block)
+                       -2 if block is None else block, optimize=optimize)

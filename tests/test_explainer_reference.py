@@ -7,6 +7,7 @@ every export.
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 
 from reciprocam_onnx import Explainer
@@ -53,7 +54,11 @@ def assert_matches_reference(ex: Explainer, images: np.ndarray, ref, ref32, wher
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_maps_match_torch_reference(family, opset, dynamic, exported, tmp_path):
     path, model, fam = exported(family, opset, dynamic)
-    splits = {b: save_split(split_model(path, block=b), tmp_path / f"block{b}") for b in BLOCK}
+    splits = {}
+    for b in BLOCK:
+        split = split_model(path, block=b)  # optimised suffix (rows.py, hoist.py): the default
+        onnx.checker.check_model(split.suffix, full_check=True)
+        splits[b] = save_split(split, tmp_path / f"block{b}")
     model64 = as_float64(model)
     compared = []
     for row in COVERING:
@@ -66,6 +71,17 @@ def test_maps_match_torch_reference(family, opset, dynamic, exported, tmp_path):
         where = f"{family} {kernel} cls={cls_token} {score} block={block} {residual} B={batch}"
         compared.extend(assert_matches_reference(ex, images, *refs, where))
     assert np.mean(compared) >= 0.75, f"only {np.mean(compared):.0%} of the target maps were well-posed"
+    assert_same_as_unoptimised(path, splits, fam)
+
+
+def assert_same_as_unoptimised(path, splits, fam) -> None:
+    """The rewritten suffix scores every copy as the plain cut does."""
+    images = random_images(2, fam.input_size, seed=7)
+    for block, folder in splits.items():
+        optimised = Explainer(folder).cell_scores(images)
+        plain = Explainer(path, block=block, optimize=False).cell_scores(images)
+        for fast, slow in zip(optimised, plain):
+            np.testing.assert_allclose(fast, slow, atol=SCORE_TOLERANCE * max(1.0, float(np.abs(slow).max())))
 
 
 def test_given_targets_are_explained(exported):

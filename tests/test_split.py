@@ -13,7 +13,7 @@ from reciprocam_onnx import Explainer, load_split, save_split, split_model
 from reciprocam_onnx.errors import BlockIndexError, SplitMismatchError
 from reciprocam_onnx.graph.blocks import find_blocks
 from reciprocam_onnx.graph.facts import analyse
-from reciprocam_onnx.graph.split import NORMED, RESIDUAL, export_like
+from reciprocam_onnx.graph.split import RESIDUAL, export_like
 from reciprocam_onnx.graph.verify import verify_split
 from tests.conftest import random_images
 
@@ -71,10 +71,15 @@ def test_static_batch_suffix_takes_any_batch(family, exported):
     onnx.checker.check_model(split.suffix, full_check=True)
     prefix = ort.InferenceSession(split.prefix.SerializeToString())
     suffix = ort.InferenceSession(split.suffix.SerializeToString())
-    residual, normed = prefix.run([RESIDUAL, NORMED], {"input": random_images(1, fam.input_size)})
+    names = [RESIDUAL, *split.info.masked_inputs]
+    tapped = dict(zip(names, prefix.run(names, {"input": random_images(1, fam.input_size)})))
     scales = np.linspace(0.2, 1.0, 5, dtype=np.float32)[:, None, None]
-    batched = suffix.run(None, {RESIDUAL: residual, NORMED: normed * scales})[0]
-    single = [suffix.run(None, {RESIDUAL: residual, NORMED: normed * s[None]})[0][0] for s in scales]
+
+    def run(scale):
+        return suffix.run(None, {k: v if k == RESIDUAL else v * scale for k, v in tapped.items()})[0]
+
+    batched = run(scales)
+    single = [run(s[None])[0] for s in scales]
     np.testing.assert_allclose(batched, np.stack(single), atol=1e-5)
 
 
@@ -95,3 +100,16 @@ def test_broken_split_is_detected(exported):
     broken = type(split)(split.prefix, export_like(graph, split.suffix), split.info)
     with pytest.raises(SplitMismatchError, match="differs"):
         verify_split(onnx.load(str(path)), broken)
+
+
+@pytest.mark.parametrize("family, sliced, hoisted", [
+    ("timm-vit-tiny", True, 1), ("timm-deit-tiny-distilled", True, 1), ("timm-no-cls-avgpool", False, 1),
+    ("huggingface", True, 3), ("torchvision", True, 0)])
+def test_optimised_suffix_structure(family, sliced, hoisted, exported):
+    """Head-row slicing where the head reads fixed rows; F projected once per image where it can be."""
+    path, _, _ = exported(family)
+    split = split_model(path)
+    gathers = [n for n in split.suffix.graph.node if n.name.endswith("_head_rows_gather")]
+    assert len(gathers) == (2 if sliced else 0)
+    assert sum(name.startswith("normed_projected_") for name in split.info.masked_inputs) == hoisted
+    assert split.info.optimized and not split_model(path, optimize=False).info.optimized

@@ -16,11 +16,11 @@ def add_explainer_options(parser: argparse.ArgumentParser, block: bool = True) -
     if block:
         group.add_argument("--block", type=int, default=None,
                            help="target block, Python-style index (default -2, the second-to-last)")
-    group.add_argument("--kernel", choices=["3x3", "1x1"], default="3x3", help="mask kernel (default 3x3)")
-    group.add_argument("--no-cls-token", dest="cls_token", action="store_false",
+    group.add_argument("--kernel", choices=["3x3", "1x1"], help="mask kernel (default 3x3)")
+    group.add_argument("--no-cls-token", dest="cls_token", action="store_false", default=None,
                        help="zero the prefix tokens (CLS etc.) in the masked copies")
-    group.add_argument("--score", choices=["softmax", "logits"], default="softmax", help="(default softmax)")
-    group.add_argument("--residual", choices=["unmasked", "masked"], default="unmasked",
+    group.add_argument("--score", choices=["softmax", "logits"], help="(default softmax)")
+    group.add_argument("--residual", choices=["unmasked", "masked"],
                        help="mask the residual stream too (default: unmasked, as the paper)")
 
 
@@ -33,10 +33,12 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
 
 
 def explainer_kwargs(args: argparse.Namespace) -> dict:
-    """Keyword arguments for Explainer from parsed options."""
-    return dict(block=getattr(args, "block", None), kernel=args.kernel, cls_token=args.cls_token,
-                score=args.score, residual=args.residual, max_batch=args.max_batch,
-                providers=["CPUExecutionProvider"] if args.cpu else None)
+    """Keyword arguments for Explainer/fuse: only the options the user gave (else the defaults)."""
+    names = ("block", "kernel", "cls_token", "score", "residual", "max_batch")
+    given = {name: getattr(args, name, None) for name in names}
+    if getattr(args, "cpu", False):
+        given["providers"] = ["CPUExecutionProvider"]
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def looks_like_model(path: str) -> bool:

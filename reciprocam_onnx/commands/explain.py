@@ -22,7 +22,7 @@ class Explain:
     def register(cls, sub) -> None:
         parser = sub.add_parser(cls.name, help=cls.__doc__.splitlines()[0], description=cls.__doc__)
         parser.add_argument("inputs", nargs="+", metavar="[MODEL] IMAGE",
-                            help="model (.onnx or split folder; default: the bundled demo model), "
+                            help="model (.onnx, fused .onnx or split folder; default: the bundled demo model), "
                                  "then image files, folders or preprocessed .npy tensors")
         parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
         parser.add_argument("--target", type=int, default=None, help="class to explain (default: predicted)")
@@ -37,12 +37,12 @@ class Explain:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from ..explainer import Explainer
+        from ..fused_explainer import open_explainer
         from ..model_info import read_labels
         from ..progress import progress
 
         model, sources = _model_and_images(args.inputs)
-        explainer = Explainer(model, **explainer_kwargs(args))
+        explainer = open_explainer(model, **explainer_kwargs(args))
         labels = read_labels(args.labels) if args.labels else explainer.info.model.labels
         files, missing = _expand(sources)
         failed = 0

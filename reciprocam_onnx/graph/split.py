@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,9 @@ import onnx_graphsurgeon as gs
 from ..errors import BlockIndexError, GraphStructureError, ModelLoadError
 from ..fileio import write_bytes_atomic, write_text_atomic
 from ..model_info import ModelInfo, read_model_info
-from .batch import make_batch_dynamic
+from .axes import make_batch_dynamic
+from .hoist import hoist_projections
+from .rows import keep_head_rows
 from .facts import ModelFacts, analyse
 from .model import ModelSource, load_model
 from .probe import tensor_shapes
@@ -51,6 +53,8 @@ class SplitInfo:
     classes: int
     residual_tensor: str
     normed_tensor: str
+    masked_inputs: tuple[str, ...] = (NORMED,)
+    optimized: bool = False
     model: ModelInfo = ModelInfo()
 
     @property
@@ -68,7 +72,7 @@ class SplitInfo:
         if data.pop("format", None) != SPLIT_FORMAT:
             raise ModelLoadError(f"split.json is not in format {SPLIT_FORMAT!r}")
         data["model"] = ModelInfo.from_dict(data.get("model") or {})
-        for key in ("input_shape", "grid"):
+        for key in ("input_shape", "grid", "masked_inputs"):
             data[key] = tuple(data[key])
         return cls(**data)
 
@@ -90,8 +94,13 @@ def resolve_block(block: int, count: int) -> int:
     return block % count
 
 
-def split_model(source: ModelSource, block: int = -2, verify: bool = True) -> SplitModel:
-    """Cut ``source`` at ``block``; with ``verify``, check suffix(prefix(x)) == model(x)."""
+def split_model(source: ModelSource, block: int = -2, verify: bool = True, optimize: bool = True) -> SplitModel:
+    """Cut ``source`` at ``block``; with ``verify``, check suffix(prefix(x)) == model(x).
+
+    ``optimize`` rewrites the suffix to compute only what the logits need
+    (rows.py) and projects F once per image (hoist.py); the results are the
+    same, the work is less.
+    """
     from .verify import verify_split
 
     model = load_model(source)
@@ -102,11 +111,15 @@ def split_model(source: ModelSource, block: int = -2, verify: bool = True) -> Sp
     tokens = (facts.tokens, facts.width)
     tap = {target.residual: RESIDUAL, target.normed: NORMED}
     prefix = _cut(model, {facts.input.name: facts.input.name}, tap, tokens)
-    suffix = _suffix(model, facts, tap)
+    suffix = _suffix(model, facts, tap, index, optimize)
+    masked = [NORMED]
+    if optimize:
+        prefix, suffix, masked = hoist_projections(prefix, suffix, NORMED, export_like)
     spec = facts.input
     info = SplitInfo(index, len(facts.blocks), spec.name, (spec.channels, *spec.size), spec.static_batch,
                      facts.output, facts.tokens, facts.prefix_tokens, facts.grid, facts.width,
-                     facts.classes, target.residual, target.normed, read_model_info(model, path))
+                     facts.classes, target.residual, target.normed, tuple(masked), optimize,
+                     read_model_info(model, path))
     split = SplitModel(prefix, suffix, info)
     log.info("split at block %d of %d", index, len(facts.blocks))
     if verify:
@@ -138,30 +151,47 @@ def load_split(folder: str | os.PathLike) -> SplitModel:
     return SplitModel(load_model(folder / PREFIX_FILE), load_model(folder / SUFFIX_FILE), info)
 
 
-def _suffix(model: onnx.ModelProto, facts: ModelFacts, tap: dict[str, str]) -> onnx.ModelProto:
+def _suffix(model: onnx.ModelProto, facts: ModelFacts, tap: dict[str, str], index: int,
+            optimize: bool) -> onnx.ModelProto:
+    """The suffix with constant shapes, -1 on the batch axis, and (``optimize``) head rows only."""
     tokens = (facts.tokens, facts.width)
     suffix = _cut(model, tap, {facts.output: facts.output}, tokens, batch=1)
-    if facts.input.static_batch is None:
-        return _with_symbolic_batch(suffix, facts)
     graph = gs.import_onnx(suffix)
     feeds = {t.name: np.zeros((1, *tokens), np.float32) for t in graph.inputs}
     shapes = tensor_shapes(suffix, feeds, [t.name for t in graph.tensors().values() if t.name])
     for tensor in graph.tensors().values():
         if isinstance(tensor, gs.Variable) and tensor.name in shapes:
             tensor.shape = shapes[tensor.name]
-    graph.fold_constants().cleanup()
+    _fold_constants(graph)
     count = make_batch_dynamic(graph, shapes)
-    log.info("static-batch model: rewrote %d batch-carrying Reshape constants in the suffix", count)
+    if facts.input.static_batch is not None:
+        log.info("static-batch model: rewrote %d batch-carrying Reshape constants in the suffix", count)
+    if optimize:
+        last = facts.blocks[-1]
+        if index == len(facts.blocks) - 1:  # the target block is the last: its R and F are inputs here
+            last = replace(last, residual=RESIDUAL, normed=NORMED)
+        keep_head_rows(graph, shapes, last, facts.tokens)
     for tensor in graph.tensors().values():
         if isinstance(tensor, gs.Variable) and tensor not in graph.inputs:
             tensor.shape = None
-    return _with_symbolic_batch(gs.export_onnx(graph.cleanup().toposort()), facts)
+    return _with_symbolic_batch(export_like(graph.cleanup().toposort(), suffix), facts)
+
+
+def _fold_constants(graph: gs.Graph) -> None:
+    """Fold constant subgraphs (shape arithmetic) with ONNX Runtime's warnings silenced."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+    try:
+        graph.fold_constants().cleanup()
+    finally:
+        ort.set_default_logger_severity(2)
 
 
 def _with_symbolic_batch(suffix: onnx.ModelProto, facts: ModelFacts) -> onnx.ModelProto:
     graph = gs.import_onnx(suffix)
     for tensor in graph.inputs:
-        tensor.shape = [f"{tensor.name}_batch", facts.tokens, facts.width]
+        tensor.shape = [f"{tensor.name}_batch", *tensor.shape[1:]]
     graph.outputs[0].shape = ["batch", facts.classes]
     return export_like(graph, suffix)
 

@@ -8,7 +8,7 @@ import onnx
 
 from ..errors import SplitMismatchError
 from .probe import random_image
-from .split import NORMED, RESIDUAL, SplitModel
+from .split import RESIDUAL, SplitModel
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,8 @@ def _session(model: onnx.ModelProto):
 def verify_split(original_model: onnx.ModelProto, split: SplitModel, tolerance: float = TOLERANCE) -> float:
     """Max abs logit difference over two images, batched and broadcast; raise if too big.
 
-    Checks suffix([R1;R2], [F1;F2]) and suffix(R1, [F1;F1]) against the
+    Checks suffix([R1;R2], [F1;F2]) and suffix(R1, [F1;F1]) (F: every masked
+    input, e.g. F's projections) against the
     original model run on each image alone. The tolerance is relative to the
     logit scale (max |logit|, at least 1).
     """
@@ -34,11 +35,12 @@ def verify_split(original_model: onnx.ModelProto, split: SplitModel, tolerance: 
     name = split.info.input_name
     images = [random_image(original_model, seed=seed) for seed in (1, 2)]
     expected = np.concatenate([original.run(None, {name: x})[0] for x in images])
-    halves = [prefix.run([RESIDUAL, NORMED], {name: x}) for x in images]
-    residual = np.concatenate([h[0] for h in halves])
-    normed = np.concatenate([h[1] for h in halves])
-    batched = suffix.run(None, {RESIDUAL: residual, NORMED: normed})[0]
-    broadcast = suffix.run(None, {RESIDUAL: residual[:1], NORMED: normed[[0, 0]]})[0]
+    names = [RESIDUAL, *split.info.masked_inputs]
+    outputs = [prefix.run(names, {name: x}) for x in images]
+    tapped = {key: np.concatenate(parts) for key, parts in zip(names, zip(*outputs))}
+    batched = suffix.run(None, tapped)[0]
+    copies = {key: value[[0, 0]] for key, value in tapped.items()}
+    broadcast = suffix.run(None, {**copies, RESIDUAL: tapped[RESIDUAL][:1]})[0]
     scale = max(1.0, float(np.abs(expected).max()))
     error = max(np.abs(batched - expected).max(), np.abs(broadcast - expected[[0, 0]]).max()) / scale
     if not error <= tolerance:

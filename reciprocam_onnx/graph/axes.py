@@ -1,14 +1,16 @@
-"""Make a graph exported with a fixed batch of 1 accept any batch size.
+"""Follow one axis of the data (the batch, or the token rows) through a graph.
 
-Static-batch exports bake the batch into Reshape shape constants, sometimes
-merged with another axis (``[197, 1*heads, 64]`` in torchvision's attention).
-We track where the batch lives in every tensor — an ``(axis, inner)`` pair:
-the axis that holds it and the product of the factors of that axis inside it
-— from the graph inputs forward, op by op. A Reshape may place the batch in
-more than one output axis consistently with memory layout; those choices are
-searched depth-first, and a choice that a later op contradicts (a contraction,
-a normalisation or a constant over the batch axis) is abandoned. Each chosen
-Reshape gets ``-1`` on its batch axis.
+Exports bake sizes into Reshape shape constants, sometimes merging the axis
+with another (``[197, 1*heads, 64]`` in torchvision's attention). We track
+where the axis lives in every tensor — an ``(axis, inner)`` pair: the tensor
+axis that holds it and the product of the factors of that axis inside it —
+from the start tensors forward, op by op. A Reshape may place it in more than
+one output axis consistently with memory layout; those choices are searched
+depth-first, and a choice that a later op contradicts (a contraction, a
+normalisation or a constant over that axis) is abandoned.
+
+Two rewrites use this: :func:`make_batch_dynamic` (a fixed batch of 1 becomes
+``-1`` in every batch-carrying Reshape) and the row slicing of rows.py.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from .gsutil import constant_value
 log = logging.getLogger(__name__)
 
 Place = tuple[int, int]  # (axis, inner factor)
-Option = tuple[dict[str, Place], dict[str, np.ndarray]]  # (tensor places, reshape rewrites)
+Option = tuple[dict[str, Place], dict[str, int]]  # (tensor places, Reshape name -> chosen axis)
 
 _ELEMENTWISE = {
     "Add", "Sub", "Mul", "Div", "Pow", "Where", "Equal", "Greater", "Less", "And", "Or",
@@ -37,34 +39,45 @@ _REDUCE = {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "R
 _SEARCH_BUDGET = 20_000
 
 
+def follow_axis(graph: gs.Graph, shapes: dict[str, tuple[int, ...]], start: dict[str, Place],
+                sinks: frozenset[str] = frozenset()) -> tuple[dict[str, int] | None, gs.Node | None]:
+    """Follow an axis from ``start`` (tensor name -> place) through ``graph``.
+
+    ``shapes`` holds every tensor's shape as the graph runs now; nodes named in
+    ``sinks`` consume the axis without passing it on. Returns ({Reshape node
+    name: output axis that holds it}, None), or (None, the node where every
+    choice failed).
+    """
+    search = _Search(list(graph.toposort().nodes), shapes, sinks)
+    choices = search.solve(0, dict(start), {})
+    return choices, (None if choices is not None else search.failed_at)
+
+
 def make_batch_dynamic(graph: gs.Graph, shapes: dict[str, tuple[int, ...]]) -> int:
-    """Rewrite the batch-carrying Reshape constants of ``graph`` in place.
+    """Put -1 on the batch axis of every batch-carrying Reshape of ``graph`` (in place).
 
     ``shapes`` holds every tensor's shape at batch 1; every graph input carries
     the batch on axis 0. Returns the number of Reshape constants rewritten.
     """
-    nodes = list(graph.toposort().nodes)
-    start = {t.name: (0, 1) for t in graph.inputs}
-    search = _Search(nodes, shapes)
-    rewrites = search.solve(0, start, {})
-    if rewrites is None:
-        where = search.failed_at
+    choices, failed = follow_axis(graph, shapes, {t.name: (0, 1) for t in graph.inputs})
+    if choices is None:
         raise GraphStructureError(
-            "cannot make this static-batch model accept a batch of masked copies: "
-            f"the batch axis cannot be followed through {where.op} node {where.name!r}; "
-            "re-export the model with a dynamic batch axis"
+            "cannot make this model's suffix accept a batch of masked copies: "
+            f"the batch axis cannot be followed through {failed.op} node {failed.name!r}"
         )
-    for node in nodes:
-        if node.name in rewrites:
-            node.inputs[1] = gs.Constant(f"{node.name}_dynamic_batch_shape", rewrites[node.name])
-    return len(rewrites)
+    for node in graph.nodes:
+        if node.name in choices:
+            shape = np.array(shapes[node.outputs[0].name], dtype=np.int64)
+            shape[choices[node.name]] = -1
+            node.inputs[1] = gs.Constant(f"{node.name}_dynamic_batch_shape", shape)
+    return len(choices)
 
 
 class _Search:
     """Depth-first search over the Reshape choices, pruned by contradictions."""
 
-    def __init__(self, nodes: list[gs.Node], shapes: dict[str, tuple[int, ...]]):
-        self.nodes, self.shapes = nodes, shapes
+    def __init__(self, nodes: list[gs.Node], shapes: dict[str, tuple[int, ...]], sinks: frozenset[str]):
+        self.nodes, self.shapes, self.sinks = nodes, shapes, sinks
         self.steps, self.failed_at = 0, nodes[0] if nodes else None
         self.furthest = -1
 
@@ -73,7 +86,8 @@ class _Search:
             self.steps += 1
             if self.steps > _SEARCH_BUDGET:
                 return None
-            options = _transfer(self.nodes[i], places, self.shapes)
+            node = self.nodes[i]
+            options = [({}, {})] if node.name in self.sinks else _transfer(node, places, self.shapes)
             if not options:
                 if i > self.furthest:
                     self.furthest, self.failed_at = i, self.nodes[i]
@@ -91,7 +105,7 @@ class _Search:
 
 
 def _transfer(node: gs.Node, places: dict[str, Place], shapes: dict) -> list[Option]:
-    """Where the batch goes through ``node``: [] if contradicted, several for Reshape."""
+    """Where the axis goes through ``node``: [] if contradicted, several for Reshape."""
     carried = [(k, t) for k, t in enumerate(node.inputs) if t.name in places]
     if not carried:
         return [({}, {})]
@@ -290,9 +304,7 @@ def _reshape(node, places, shapes) -> list[Option]:
         below = math.prod(out[j + 1:])
         if stride % below or out[j] % (stride // below):
             continue
-        new_shape = np.array(out, dtype=np.int64)
-        new_shape[j] = -1
-        options.append(({node.outputs[0].name: (j, stride // below)}, {node.name: new_shape}))
+        options.append(({node.outputs[0].name: (j, stride // below)}, {node.name: j}))
     options.sort(key=lambda o: (out[next(iter(o[0].values()))[0]] != 1,))
     return options
 

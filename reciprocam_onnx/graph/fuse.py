@@ -1,0 +1,212 @@
+"""One ONNX graph that returns the prediction and every class's saliency map.
+
+    image ─► prefix ─► R, F (or F's projections)           once per image
+    rows = [ones; W]   (W: the [h*w, T] mask table, a constant; ones: unmasked)
+    copies = F[:, None] * rows[None, :, :, None], R broadcast (or masked)
+    copies ─► suffix ─► [B, 1 + h*w, C] ─┬─ row 0 ──────────────────────► logits [B, C]
+                                         └─ rows 1.. ─► scores ─► min-max per image and class
+                                                       ─► saliency [B, C, h, w], saliency_u8
+
+The suffix is the same (optimised) one the Explainer runs. With ``chunk`` the
+rows go through the suffix ``chunk`` at a time inside an ONNX ``Loop``,
+bounding peak memory. A static-batch source model is wrapped in a ``Loop``
+over the images, so the fused graph takes any batch.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from ..errors import OptionError
+from ..masks import cell_weights
+from .builder import OpBuilder
+from .masking import check_residual
+from .model import ModelSource, load_model
+from .split import RESIDUAL, SplitInfo, SplitModel, export_like, split_model
+
+log = logging.getLogger(__name__)
+
+FUSED_KEY = "reciprocam.fused"
+OUTPUTS = ("logits", "saliency", "saliency_u8")
+SCORES = ("softmax", "logits")
+
+
+def fuse(source: ModelSource, block: int = -2, kernel: str = "3x3", cls_token: bool = True,
+         score: str = "softmax", residual: str = "unmasked", chunk: int | None = None,
+         optimize: bool = True) -> onnx.ModelProto:
+    """The model plus its ViT-ReciproCAM branch: outputs logits, saliency, saliency_u8."""
+    check_residual(residual)
+    if score not in SCORES:
+        raise OptionError(f"score must be one of {SCORES}, not {score!r}")
+    if chunk is not None and chunk < 1:
+        raise OptionError(f"chunk must be at least 1, not {chunk}")
+    model = load_model(source)
+    split = split_model(model, block, optimize=optimize)
+    info = split.info
+    rows = np.concatenate([np.ones((1, info.tokens), np.float32),
+                           cell_weights(info.grid, info.prefix_tokens, kernel, cls_token)])
+    graph = _core(split, rows, score, residual, chunk)
+    if info.static_batch is not None:
+        graph = _loop_over_images(graph, info)
+    fused = export_like(graph.cleanup().toposort(), model)
+    options = dict(block=info.block, kernel=kernel, cls_token=cls_token, score=score, residual=residual,
+                   chunk=chunk)
+    _set_metadata(fused, {FUSED_KEY: json.dumps(options), "reciprocam.split": info.to_json()})
+    log.info("fused graph: %d nodes, outputs %s", len(fused.graph.node), ", ".join(OUTPUTS))
+    return fused
+
+
+def fused_options(model: onnx.ModelProto) -> tuple[dict, SplitInfo] | None:
+    """(options, split info) recorded in a fused graph's metadata, or None for other models."""
+    props = {p.key: p.value for p in model.metadata_props}
+    if FUSED_KEY not in props:
+        return None
+    return json.loads(props[FUSED_KEY]), SplitInfo.from_json(props["reciprocam.split"])
+
+
+def _core(split: SplitModel, rows: np.ndarray, score: str, residual: str, chunk: int | None) -> gs.Graph:
+    """prefix + masked copies + suffix + scores and maps, for the source model's batch."""
+    info = split.info
+    graph = gs.import_onnx(split.prefix)
+    b = OpBuilder(graph, "reciprocam/")
+    copies = _Copies(split, {t.name: t for t in graph.outputs}, residual)
+    if chunk is None:
+        row_logits = copies.logits(b, b.const("rows", rows), len(rows))
+    else:
+        row_logits = _chunked(b, copies, rows, chunk)
+    per_image = b.reshape(row_logits, [-1, len(rows), info.classes])
+    logits = b.op("Gather", [per_image, b.const("unmasked", np.array(0, np.int64))], {"axis": 1})
+    cells = b.op("Slice", [per_image, b.const("start", np.array([1])), b.const("end", np.array([len(rows)])),
+                           b.const("axis", np.array([1]))])
+    scores = b.op("Softmax", [cells], {"axis": -1}) if score == "softmax" else cells
+    saliency = _saliency(b, scores, info)
+    saliency_u8 = b.op("Cast", [b.op("Round", [b.op("Mul", [saliency, b.const("u8", np.float32(255))])])],
+                       {"to": onnx.TensorProto.UINT8}, dtype=np.uint8)
+    for tensor, name, shape in ((logits, "logits", [info.classes]), (saliency, "saliency", [info.classes, *info.grid]),
+                                (saliency_u8, "saliency_u8", [info.classes, *info.grid])):
+        tensor.name, tensor.shape = name, ["batch", *shape]
+    graph.outputs = [logits, saliency, saliency_u8]
+    return graph
+
+
+class _Copies:
+    """Builds masked copies of the prefix outputs and runs the suffix on them."""
+
+    def __init__(self, split: SplitModel, tapped: dict[str, gs.Tensor], residual: str):
+        self.suffix, self.info, self.tapped = split.suffix, split.info, tapped
+        self.masked = set(split.info.masked_inputs) | ({RESIDUAL} if residual == "masked" else set())
+        self.widths = {i.name: i.type.tensor_type.shape.dim[2].dim_value for i in split.suffix.graph.input}
+
+    def logits(self, b: OpBuilder, rows: gs.Tensor, n: int) -> gs.Variable:
+        """Suffix logits [B * n, C] for the n weight rows ``rows`` [n, T] of every image."""
+        tokens = self.info.tokens
+        column = b.reshape(rows, [1, n, tokens, 1])
+        inputs = {}
+        for name, tensor in self.tapped.items():
+            width = self.widths[name]
+            image = b.reshape(tensor, [0, 1, tokens, width])  # [B, 1, T, k]
+            if name in self.masked:
+                copies = b.op("Mul", [image, column])
+            else:
+                copies = b.op("Expand", [image, b.const("rows", np.array([1, n, 1, 1], np.int64))])
+            inputs[name] = b.reshape(copies, [-1, tokens, width])
+        return _inline(b, self.suffix, inputs)
+
+
+def _inline(b: OpBuilder, suffix: onnx.ModelProto, inputs: dict[str, gs.Tensor]) -> gs.Variable:
+    """Copy the suffix's nodes into ``b.graph`` (renamed), reading ``inputs``; return its output."""
+    sub = gs.import_onnx(suffix)
+    replace = {id(t): inputs[t.name] for t in sub.inputs}
+    for tensor in sub.tensors().values():
+        if tensor.name:
+            tensor.name = b.prefix + "suffix/" + tensor.name
+    for node in sub.nodes:
+        node.name = b.prefix + "suffix/" + node.name
+        node.inputs = [replace.get(id(t), t) for t in node.inputs]
+    b.graph.nodes.extend(sub.nodes)
+    return sub.outputs[0]
+
+
+def _chunked(b: OpBuilder, copies: _Copies, rows: np.ndarray, chunk: int) -> gs.Variable:
+    """As copies.logits, ``chunk`` rows per iteration of an ONNX Loop: [B * len(rows), C]."""
+    steps = -(-len(rows) // chunk)
+    padded = np.zeros((steps * chunk, rows.shape[1]), np.float32)
+    padded[:len(rows)] = rows
+    body = gs.Graph(opset=b.opset)
+    inner = OpBuilder(body, b.prefix + "chunk/")
+    step = gs.Variable(inner.name("step"), np.int64, [])
+    keep = gs.Variable(inner.name("cond_in"), np.bool_, [])
+    first = inner.reshape(inner.op("Mul", [step, inner.const("chunk", np.int64(chunk))], dtype=np.int64), [1])
+    last = inner.op("Add", [first, inner.const("n", np.array([chunk]))], dtype=np.int64)
+    table = inner.op("Slice", [inner.const("rows", padded), first, last, inner.const("axis", np.array([0]))])
+    classes = copies.info.classes
+    scores = inner.reshape(copies.logits(inner, table, chunk), [-1, chunk, classes])
+    scores.shape = ["batch", chunk, classes]
+    cond_out = inner.op("Identity", [keep], dtype=np.bool_)
+    cond_out.shape = []
+    body.inputs, body.outputs = [step, keep], [cond_out, scores]
+    stacked = b.op("Loop", [b.const("steps", np.array(steps, np.int64)), b.const("true", np.array(True))],
+                   {"body": body})  # [steps, B, chunk, C]
+    ordered = b.op("Transpose", [stacked], {"perm": [1, 0, 2, 3]})
+    flat = b.reshape(ordered, [0, steps * chunk, classes])
+    kept = b.op("Slice", [flat, b.const("s", np.array([0])), b.const("e", np.array([len(rows)])),
+                          b.const("ax", np.array([1]))])
+    return b.reshape(kept, [-1, classes])
+
+
+def _saliency(b: OpBuilder, cell_scores: gs.Variable, info: SplitInfo) -> gs.Variable:
+    """[B, cells, C] -> per image and class min-max over the cells -> [B, C, h, w]."""
+    per_class = b.op("Transpose", [cell_scores], {"perm": [0, 2, 1]})
+    low = b.reduce("ReduceMin", per_class, [2])
+    span = b.op("Sub", [b.reduce("ReduceMax", per_class, [2]), low])
+    positive = b.op("Greater", [span, b.const("zero", np.float32(0))], dtype=np.bool_)
+    safe = b.op("Where", [positive, span, b.const("one", np.float32(1))])
+    scaled = b.op("Div", [b.op("Sub", [per_class, low]), safe])
+    flat = b.op("Where", [positive, scaled, b.const("zeros", np.float32(0))])
+    return b.reshape(flat, [-1, info.classes, *info.grid])
+
+
+def _loop_over_images(core: gs.Graph, info: SplitInfo) -> gs.Graph:
+    """Run a batch-1 core once per image of a dynamic batch (static-batch source models)."""
+    outer = gs.Graph(opset=core.opset)
+    b = OpBuilder(outer, "reciprocam/images/")
+    image = gs.Variable(info.input_name, np.float32, ["batch", *info.input_shape])
+    core_input = core.inputs[0]
+    step = gs.Variable(b.name("step"), np.int64, [])
+    keep = gs.Variable(b.name("cond_in"), np.bool_, [])
+    inner = OpBuilder(core, "reciprocam/images/body/")
+    start = inner.reshape(step, [1])
+    end = inner.op("Add", [start, inner.const("one", np.array([1]))], dtype=np.int64)
+    inner.op("Slice", [image, start, end, inner.const("axis", np.array([0]))], out=core_input)
+    core_input.name = b.name("image")
+    cond_out = inner.op("Identity", [keep], dtype=np.bool_)
+    cond_out.shape = []
+    core.inputs = [step, keep]
+    body_outputs = list(core.outputs)
+    core.outputs = [cond_out, *body_outputs]
+    count = b.op("Gather", [b.op("Shape", [image], dtype=np.int64), b.const("zero", np.array(0))], dtype=np.int64)
+    names = [t.name for t in body_outputs]
+    for tensor in body_outputs:
+        tensor.name = b.name(tensor.name)
+    stacked = [gs.Variable(b.name(n + "_stacked"), dtype=t.dtype) for n, t in zip(names, body_outputs)]
+    outer.nodes.append(gs.Node("Loop", b.name("Loop"), {"body": core},
+                               [count, b.const("true", np.array(True))], stacked))
+    outputs = []
+    for name, tensor, body_out in zip(names, stacked, body_outputs):
+        out = gs.Variable(name, tensor.dtype, ["batch", *body_out.shape[1:]])
+        b.squeeze(tensor, [1], out)
+        outputs.append(out)
+    outer.inputs, outer.outputs = [image], outputs
+    return outer
+
+
+def _set_metadata(model: onnx.ModelProto, values: dict[str, str]) -> None:
+    kept = [p for p in model.metadata_props if p.key not in values]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in values.items():
+        model.metadata_props.add(key=key, value=value)

@@ -1,0 +1,145 @@
+"""``reciprocam eval`` and reciprocam_onnx.evaluate end to end, on a tiny ViT and a few images."""
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from reciprocam_onnx import evaluate as ev
+from reciprocam_onnx.cli import main
+from reciprocam_onnx.datasets import generate, save_samples
+
+FAST = {"rise_masks": 24, "auc_steps": 3, "progress": False}
+RATES = set(ev.METRICS) - {"seconds_per_image"}
+
+
+@pytest.fixture(scope="module")
+def vit(exported):
+    return exported("timm-patch32")[0]
+
+
+@pytest.fixture(scope="module")
+def model(vit):
+    return ev.EvalModel(vit, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def rise_calls():
+    return []
+
+
+@pytest.fixture(scope="module")
+def report(model, rise_calls, tmp_path_factory):
+    """All methods on 3 shapes images in batches of 2, RISE spied on; written to a folder."""
+    spy = pytest.MonkeyPatch()
+    real = ev.rise_maps
+    spy.setattr(ev, "rise_maps", lambda *a, **k: rise_calls.append(k["n_masks"]) or real(*a, **k))
+    try:
+        dataset = ev.shapes_dataset(3, seed=1, size=(224, 224))
+        result = ev.evaluate(model, dataset, batch_size=2, **FAST)
+    finally:
+        spy.undo()
+    folder = tmp_path_factory.mktemp("report")
+    ev.write_report(result, folder)
+    return result, folder
+
+
+def check_metrics(methods: dict, names, n: int) -> None:
+    """Every metric of every method is present; rates lie in [0, 1] (or are None), times >= 0."""
+    assert list(methods) == list(names)
+    for name, metrics in methods.items():
+        assert set(metrics) == set(ev.METRICS) | {"n"}, name
+        assert metrics["n"] == n
+        assert metrics["seconds_per_image"] >= 0
+        for key in RATES:
+            assert metrics[key] is None or 0.0 <= metrics[key] <= 1.0, (name, key, metrics[key])
+
+
+def test_every_method_has_every_metric_in_range(report):
+    result, _ = report
+    assert result["n"] == 3 and result["skipped"] == 0
+    assert 0.0 <= result["accuracy"] <= 1.0
+    check_metrics(result["methods"], ev.METHODS, 3)
+    for name, metrics in result["methods"].items():
+        missing = [key for key in RATES - {"discriminative_pointing_game"} if metrics[key] is None]
+        assert not missing, (name, missing)
+        assert metrics["discriminative_pointing_game"] is None  # one object per image
+    assert result["methods"]["centre"]["coherency"] == pytest.approx(1.0)
+
+
+def test_rise_uses_the_configured_number_of_masks(report, rise_calls):
+    result, _ = report
+    assert rise_calls and set(rise_calls) == {24}  # maps and coherency, per batch
+    assert result["settings"]["rise_masks"] == 24
+
+
+def test_report_files(report):
+    result, folder = report
+    text = (folder / "report.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    saved = json.loads(text)
+    assert set(saved) >= {"model", "dataset", "n", "skipped", "accuracy", "methods"}
+    assert "examples" not in saved
+    check_metrics(saved["methods"], ev.METHODS, 3)
+    table = (folder / "report.md").read_text()
+    assert all(f"| {name} |" in table and f"**{name}**" in table for name in ev.METHODS)
+    adcc = result["methods"]["reciprocam-3x3"]["adcc"]
+    assert f"{100 * adcc:.2f}" in table
+    picture = cv2.imread(str(folder / "examples.png"))
+    assert picture.shape == (3 * 224, (1 + len(ev.METHODS)) * 224, 3)
+
+
+def test_json_safe_turns_nan_into_null():
+    assert ev.json_safe({"a": float("nan"), "b": [np.float32(0.5), np.int64(2), np.inf], "c": True}) == \
+        {"a": None, "b": [0.5, 2, None], "c": True}
+
+
+def test_folder_dataset_skips_and_counts_a_broken_image(model, tmp_path):
+    save_samples(generate(3, seed=2), tmp_path)
+    (tmp_path / "00001.png").write_bytes(b"\x89PNG not really")
+    dataset = ev.folder_dataset(tmp_path, None, (224, 224))
+    result = ev.evaluate(model, dataset, ["reciprocam-3x3", "centre"], batch_size=4, **FAST)
+    assert (result["n"], result["skipped"]) == (2, 1)
+    check_metrics(result["methods"], ["reciprocam-3x3", "centre"], 2)
+    assert result["methods"]["centre"]["pointing_game"] is not None
+    assert result["accuracy"] is not None
+
+
+def test_shapes_dataset_matches_the_generator():
+    item = next(iter(ev.shapes_dataset(1, seed=5, size=(224, 224))))
+    sample = generate(1, seed=5)[0]
+    assert np.array_equal(item.image_rgb, sample.image)
+    assert item.label == sample.label and item.boxes == [(sample.label, sample.box)]
+    assert item.tensor.shape == (3, 224, 224) and item.tensor.dtype == np.float32
+
+
+@pytest.mark.parametrize("source, mode, box, expected", [
+    ((448, 448), "stretch", (10, 20, 110, 120), (5, 10, 55, 60)),
+    ((224, 300), "crop", (0, 0, 100, 50), (0, 0, 62, 50)),   # 38 columns cropped on the left
+    ((224, 300), "crop", (0, 0, 30, 50), None),              # cropped away
+])
+def test_fit_box_follows_the_pixels(source, mode, box, expected):
+    assert ev.fit_box(box, source, (224, 224), mode) == expected
+
+
+def test_cli_two_objects_writes_the_report(vit, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["eval", str(vit), "--dataset", "shapes", "--n", "2", "--seed", "3", "--two-objects",
+                 "--methods", "reciprocam-3x3,centre", "--auc-steps", "3",
+                 "-o", str(out), "--cpu"])
+    assert code == 0
+    assert "| reciprocam-3x3 |" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["examples.png", "report.json", "report.md"]
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["accuracy"] is None  # two classes per image: no single label
+    check_metrics(saved["methods"], ["reciprocam-3x3", "centre"], 2)
+    assert all(not math.isnan(m["discriminative_pointing_game"]) for m in saved["methods"].values())
+
+
+def test_cli_rejects_an_unknown_method(vit, tmp_path, capsys):
+    code = main(["eval", str(vit), "--n", "1", "--methods", "gradcam", "-o", str(tmp_path), "--cpu"])
+    assert code == 1
+    assert "unknown methods (gradcam)" in capsys.readouterr().err
