@@ -28,14 +28,16 @@ import onnx
 from .baselines import centre_maps, random_maps, rise_maps
 from .datasets.shapes import generate, make_two_object_sample
 from .errors import ImageError, OptionError
-from .explainer import Explainer
+from .explainer import Explainer, to_scores
 from .fileio import write_text_atomic
-from .graph.split import SplitInfo
+from .graph.model import load_model
+from .graph.split import SplitInfo, is_split_folder
 from .metrics import (adcc, deletion_auc, discriminative_pointing_game, energy_pointing_game,
                       explanation_metrics, insertion_auc, pointing_game)
 from .overlay import overlay, save_png
 from .preprocess import load_image, preprocess
 from .progress import progress as progress_bar
+from .runtime import make_session
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +202,8 @@ class EvalModel:
         self.options = options
         self._explainers: dict[str, Explainer] = {}
         self.explainer("3x3")
+        folder = not isinstance(model, onnx.ModelProto) and is_split_folder(model)
+        self._forward = None if folder else make_session(load_model(model), options.get("providers"))
 
     @property
     def name(self) -> str:
@@ -216,8 +220,15 @@ class EvalModel:
         return self._explainers[kernel]
 
     def score_fn(self, images: np.ndarray) -> np.ndarray:
-        """Softmax scores [N, C] of the unmasked model."""
-        return self.explainer("3x3").predict(images)
+        """Softmax scores [N, C] of the unmasked model (one forward pass of the whole batch)."""
+        if self._forward is None:  # a split folder: prefix + suffix, image by image
+            return self.explainer("3x3").predict(images)
+        info = self.info
+        if info.static_batch is not None:
+            logits = np.concatenate([self._forward.run(None, {info.input_name: x[None]})[0] for x in images])
+        else:
+            logits = self._forward.run(None, {info.input_name: np.ascontiguousarray(images, np.float32)})[0]
+        return to_scores(logits, "softmax")
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,18 @@
 """The ViT-ReciproCAM engine on ONNX Runtime: prefix once, masked copies in chunks.
 
     images ──prefix──► R, F  (once per batch of images, kept on the device)
-    rows (image, token weights) ──masked suffix──► logits per row
+    (image, token weights of some rows) ──masked suffix──► logits per row
        row 0 of each image: all-ones weights = the unmasked model
        row 1 + k: the copy of grid cell k (masks.cell_weights)
 
-Rows are run ``max_batch`` at a time, so peak memory does not grow with the
-number of cells or images.
+Rows are run ``max_batch`` at a time, image by image, so peak memory does not
+grow with the number of cells or images.
 """
 from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -20,11 +21,11 @@ import numpy as np
 import onnx
 
 from .errors import ImageError, OptionError
-from .graph.masking import ROW_IMAGE, ROW_WEIGHT, masked_suffix
+from .graph.masking import IMAGE, ROW_WEIGHT, masked_suffix
 from .graph.split import RESIDUAL, SplitInfo, SplitModel, is_split_folder, load_split, split_model
 from .masks import cell_weights
 from .normalise import minmax_normalise
-from .runtime import make_session, on_cuda
+from .runtime import make_session, on_cuda, release_memory
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,12 @@ class Explainer:
     >>> ex = Explainer("model.onnx")
     >>> out = ex.explain(images)          # images: float32 [B, 3, H, W], normalised
     >>> out.maps, out.targets, out.scores
+
+    Options follow ALGORITHM.md: ``block`` (default -2), ``kernel`` ("3x3" or "1x1"),
+    ``cls_token``, ``score`` ("softmax" or "logits"), ``residual`` ("unmasked" or
+    "masked"). ``providers``: default CUDA when it really starts, else CPU.
+    ``max_batch``: masked copies per suffix run (default from a memory budget).
+    ``optimize``: the exact suffix rewrites (rows.py, hoist.py); False runs the plain cut.
     """
 
     def __init__(self, model: str | os.PathLike | onnx.ModelProto, block: int | None = None,
@@ -55,24 +62,22 @@ class Explainer:
                  max_batch: int | None = None, optimize: bool = True):
         if score not in SCORES:
             raise OptionError(f"score must be one of {SCORES}, not {score!r}")
-        self.split = _load_split(model, block, optimize)
-        info = self.split.info
+        split = _load_split(model, block, optimize)
+        self.info = info = split.info
         self.score = score
         weights = cell_weights(info.grid, info.prefix_tokens, kernel, cls_token)
         self._rows = np.concatenate([np.ones((1, info.tokens), np.float32), weights])
-        self._prefix = make_session(self.split.prefix, providers)
-        self._suffix = make_session(masked_suffix(self.split.suffix, info.masked_inputs, residual), providers)
+        with tempfile.TemporaryDirectory(prefix="reciprocam-") as folder:
+            paths = _write_graphs(split, residual, Path(folder))
+            del split  # ONNX Runtime holds far less memory reading a file than given bytes
+            release_memory()
+            self._prefix, self._suffix = (make_session(path, providers) for path in paths)
         self.device = "cuda" if on_cuda(self._suffix) else "cpu"
         self.max_batch = max_batch or default_max_batch(info, MEMORY_BUDGET_BYTES[self.device])
         if self.max_batch < 1:
             raise OptionError(f"max_batch must be at least 1, not {self.max_batch}")
         log.info("explainer on %s: block %d, grid %dx%d, %d rows per suffix run",
                  self.device, info.block, *info.grid, self.max_batch)
-
-    @property
-    def info(self) -> SplitInfo:
-        """Facts about the model: grid, tokens, classes, labels, mean/std."""
-        return self.split.info
 
     def explain(self, images: np.ndarray, targets: Sequence[int] | np.ndarray | None = None) -> Explanation:
         """Maps [B, h, w] for the given targets, or for each image's predicted class."""
@@ -91,8 +96,9 @@ class Explainer:
         """The unmasked model's scores [B, C] (softmax or logits per ``score``)."""
         images = check_images(images, self.info.input_shape)
         tapped = self._run_prefix(images)
-        index = np.arange(len(images), dtype=np.int64)
-        logits = self._run_suffix(tapped, index, self._rows[np.zeros_like(index)])
+        logits = np.empty((len(images), self.info.classes), np.float32)
+        for image in range(len(images)):
+            self._run_suffix(tapped, image, self._rows[:1], out=logits[image:image + 1])
         return to_scores(logits, self.score)
 
     def cell_scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,13 +111,12 @@ class Explainer:
         images = check_images(images, self.info.input_shape)
         tapped = self._run_prefix(images)
         per_image = len(self._rows)
-        total = len(images) * per_image
-        logits = np.empty((total, self.info.classes), np.float32)
-        for start in range(0, total, self.max_batch):
-            rows = np.arange(start, min(start + self.max_batch, total))
-            image, cell = np.divmod(rows, per_image)
-            logits[rows] = self._run_suffix(tapped, image.astype(np.int64), self._rows[cell])
-        return to_scores(logits, self.score).reshape(len(images), per_image, -1)
+        logits = np.empty((len(images), per_image, self.info.classes), np.float32)
+        for image in range(len(images)):
+            for start in range(0, per_image, self.max_batch):
+                end = min(start + self.max_batch, per_image)
+                self._run_suffix(tapped, image, self._rows[start:end], out=logits[image, start:end])
+        return to_scores(logits, self.score)
 
     def _run_prefix(self, images: np.ndarray) -> dict:
         """The tapped tensors (R, F or its projections) for the batch, by name: OrtValues kept
@@ -127,18 +132,18 @@ class Explainer:
         self._prefix.run_with_iobinding(binding)
         return dict(zip(tapped, binding.get_outputs()))
 
-    def _run_suffix(self, tapped: dict, image: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    def _run_suffix(self, tapped: dict, image: int, weight: np.ndarray, out: np.ndarray) -> None:
+        """Logits of weight rows of one image, written straight into ``out`` (a C-contiguous [rows, C] view)."""
         binding = self._suffix.io_binding()
         for name, value in tapped.items():
             if isinstance(value, np.ndarray):
                 binding.bind_cpu_input(name, value)
             else:
                 binding.bind_ortvalue_input(name, value)
-        binding.bind_cpu_input(ROW_IMAGE, np.ascontiguousarray(image))
+        binding.bind_cpu_input(IMAGE, np.array([image], np.int64))
         binding.bind_cpu_input(ROW_WEIGHT, np.ascontiguousarray(weight))
-        binding.bind_output(self.info.output_name, "cpu")
+        binding.bind_output(self.info.output_name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
         self._suffix.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()[0]
 
 
 def to_scores(logits: np.ndarray, score: str) -> np.ndarray:
@@ -170,6 +175,14 @@ def choose_targets(targets, scores: np.ndarray, classes: int) -> np.ndarray:
     if chosen.min() < 0 or chosen.max() >= classes:
         raise OptionError(f"targets must lie in 0..{classes - 1}; got {chosen.tolist()}")
     return chosen
+
+
+def _write_graphs(split: SplitModel, residual: str, folder: Path) -> tuple[Path, Path]:
+    """prefix.onnx and the masked suffix, written into ``folder``."""
+    prefix, suffix = folder / "prefix.onnx", folder / "suffix.onnx"
+    prefix.write_bytes(split.prefix.SerializeToString())
+    suffix.write_bytes(masked_suffix(split.suffix, split.info.masked_inputs, residual).SerializeToString())
+    return prefix, suffix
 
 
 def default_max_batch(info: SplitInfo, budget_bytes: int) -> int:

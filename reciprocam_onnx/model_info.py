@@ -14,6 +14,8 @@ from pathlib import Path
 
 import onnx
 
+from .graph.model import metadata
+
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -45,7 +47,7 @@ class ModelInfo:
 
 def read_model_info(model: onnx.ModelProto, path: Path | None = None) -> ModelInfo:
     """Collect labels/mean/std from the model's metadata, then its folder's manifest."""
-    props = {p.key: p.value for p in model.metadata_props}
+    props = metadata(model)
     found = {}
     for key in ("labels", "mean", "std"):
         try:

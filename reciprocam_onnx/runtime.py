@@ -1,9 +1,12 @@
 """ONNX Runtime sessions: provider choice with a quiet CPU fallback, tuned options."""
 from __future__ import annotations
 
+import ctypes
 import functools
+import gc
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 
 import onnx
@@ -49,6 +52,8 @@ def cuda_usable() -> bool:
         opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8)
     ort.set_default_logger_severity(4)
     try:
+        if hasattr(ort, "preload_dlls"):  # CUDA/cuDNN from pip packages (nvidia-*), if present
+            ort.preload_dlls()
         session = ort.InferenceSession(probe.SerializeToString(), providers=[CUDA, CPU])
         return CUDA in session.get_providers()
     except Exception:  # any failure to start CUDA means: use the CPU
@@ -64,17 +69,45 @@ def resolve_providers(providers: Sequence[str] | None) -> list[str]:
     return [CUDA, CPU] if cuda_usable() else [CPU]
 
 
-def make_session(model: onnx.ModelProto, providers: Sequence[str] | None = None):
-    """An InferenceSession for ``model`` on the resolved providers."""
+def make_session(model: onnx.ModelProto | str | os.PathLike, providers: Sequence[str] | None = None):
+    """An InferenceSession for ``model`` (a ModelProto or a file, the leaner) on the resolved providers."""
     import onnxruntime as ort
 
     wanted = resolve_providers(providers)
     if CUDA in wanted and not cuda_usable():
         log.info("CUDA is not usable here; running on CPU")
         wanted = [p for p in wanted if p != CUDA] or [CPU]
-    session = ort.InferenceSession(model.SerializeToString(), session_options(), providers=wanted)
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    session = ort.InferenceSession(source, session_options(), providers=wanted)
     log.debug("session providers: %s", session.get_providers())
     return session
+
+
+def lean_session(model: onnx.ModelProto | str | os.PathLike):
+    """A CPU session for one-off checks: no arena, no weight prepacking, no graph rewrites."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.enable_cpu_mem_arena = False
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.add_session_config_entry("session.disable_prepacking", "1")
+    if not isinstance(model, onnx.ModelProto):
+        return ort.InferenceSession(str(model), options, providers=[CPU])
+    with tempfile.TemporaryDirectory(prefix="reciprocam-") as folder:  # a file costs ORT less than bytes
+        path = os.path.join(folder, "model.onnx")
+        with open(path, "wb") as file:
+            file.write(model.SerializeToString())
+        return ort.InferenceSession(path, options, providers=[CPU])
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap back to the OS (glibc), so peaks do not stack."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def on_cuda(session) -> bool:

@@ -10,16 +10,16 @@ from ..errors import ModelLoadError
 MODEL_SUFFIXES = (".onnx",)
 
 
-def add_explainer_options(parser: argparse.ArgumentParser, block: bool = True) -> None:
-    """The ViT-ReciproCAM options every explaining verb takes."""
+def add_explainer_options(parser: argparse.ArgumentParser, kernel_and_score: bool = True) -> None:
+    """The ViT-ReciproCAM options of the explaining verbs (eval sets kernel and score per method)."""
     group = parser.add_argument_group("ViT-ReciproCAM options")
-    if block:
-        group.add_argument("--block", type=int, default=None,
-                           help="target block, Python-style index (default -2, the second-to-last)")
-    group.add_argument("--kernel", choices=["3x3", "1x1"], help="mask kernel (default 3x3)")
+    group.add_argument("--block", type=int, default=None,
+                       help="target block, Python-style index (default -2, the second-to-last)")
+    if kernel_and_score:
+        group.add_argument("--kernel", choices=["3x3", "1x1"], help="mask kernel (default 3x3)")
+        group.add_argument("--score", choices=["softmax", "logits"], help="(default softmax)")
     group.add_argument("--no-cls-token", dest="cls_token", action="store_false", default=None,
                        help="zero the prefix tokens (CLS etc.) in the masked copies")
-    group.add_argument("--score", choices=["softmax", "logits"], help="(default softmax)")
     group.add_argument("--residual", choices=["unmasked", "masked"],
                        help="mask the residual stream too (default: unmasked, as the paper)")
 

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import OptionError
-from .common import add_runtime_options, default_model, explainer_kwargs
+from .common import add_explainer_options, add_runtime_options, default_model, explainer_kwargs
 
 DEFAULT_SHAPES = 500
 
@@ -41,7 +41,7 @@ class Evaluate:
                             help="deletion/insertion steps (default one grid cell per step)")
         parser.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
         parser.add_argument("-o", "--output", type=Path, required=True, help="report folder")
-        _add_reciprocam_options(parser)
+        add_explainer_options(parser, kernel_and_score=False)
         add_runtime_options(parser)
         parser.set_defaults(run=cls.run)
 
@@ -57,17 +57,6 @@ class Evaluate:
         print(report_markdown(result))
         print("wrote " + ", ".join(str(path) for path in paths))
         return 0
-
-
-def _add_reciprocam_options(parser: argparse.ArgumentParser) -> None:
-    """The explainer options that make sense here: the kernel is per method and scores are softmax."""
-    group = parser.add_argument_group("ViT-ReciproCAM options")
-    group.add_argument("--block", type=int, default=None,
-                       help="target block, Python-style index (default -2, the second-to-last)")
-    group.add_argument("--no-cls-token", dest="cls_token", action="store_false", default=None,
-                       help="zero the prefix tokens (CLS etc.) in the masked copies")
-    group.add_argument("--residual", choices=["unmasked", "masked"],
-                       help="mask the residual stream too (default: unmasked, as the paper)")
 
 
 def _dataset(args: argparse.Namespace, model):

@@ -25,7 +25,7 @@ from ..errors import OptionError
 from ..masks import cell_weights
 from .builder import OpBuilder
 from .masking import check_residual
-from .model import ModelSource, load_model
+from .model import ModelSource, load_model, metadata
 from .split import RESIDUAL, SplitInfo, SplitModel, export_like, split_model
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def fuse(source: ModelSource, block: int = -2, kernel: str = "3x3", cls_token: b
 
 def fused_options(model: onnx.ModelProto) -> tuple[dict, SplitInfo] | None:
     """(options, split info) recorded in a fused graph's metadata, or None for other models."""
-    props = {p.key: p.value for p in model.metadata_props}
+    props = metadata(model)
     if FUSED_KEY not in props:
         return None
     return json.loads(props[FUSED_KEY]), SplitInfo.from_json(props["reciprocam.split"])

@@ -1,13 +1,14 @@
 """Put the masked-copy construction inside the suffix graph.
 
-The engine's suffix takes the prefix outputs of a batch of images and a list
-of rows, each naming an image and the per-token weights of one copy::
+The engine's suffix takes the prefix outputs of a batch of images, the index
+of one image and the per-token weights of a chunk of its copies::
 
-    X[row_image] * row_weight[..., None]   for F (or its projections, hoist.py)
-    residual[row_image] (* row_weight[..., None] if residual="masked") ──► R
+    X[image] * row_weight[..., None]   for F (or its projections, hoist.py)
+    residual[image], broadcast (or * row_weight[..., None] if residual="masked") ──► R
 
-so copies are built where the data lives (on the GPU under CUDA) and only the
-small weight rows travel. A row of all-ones weights is the unmasked model.
+so copies are built where the data lives (on the GPU under CUDA), the
+unmasked residual is never copied, and only the small weight rows travel. A
+row of all-ones weights is the unmasked model.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from ..errors import OptionError
 from .builder import OpBuilder
 from .split import RESIDUAL, export_like
 
-ROW_IMAGE = "row_image"
+IMAGE = "image_index"
 ROW_WEIGHT = "row_weight"
 RESIDUAL_MODES = ("unmasked", "masked")
 
@@ -31,12 +32,12 @@ def check_residual(residual: str) -> None:
 
 def masked_suffix(suffix: onnx.ModelProto, masked_inputs: tuple[str, ...], residual: str = "unmasked"
                   ) -> onnx.ModelProto:
-    """The suffix with inputs (its prefix tensors per image, row_image, row_weight) -> logits per row."""
+    """The suffix with inputs (its prefix tensors per image, image_index, row_weight) -> logits per row."""
     check_residual(residual)
     graph = gs.import_onnx(suffix)
     b = OpBuilder(graph, "reciprocam/")
     tokens = graph.inputs[0].shape[1]
-    row_image = gs.Variable(ROW_IMAGE, np.int64, ["rows"])
+    image = gs.Variable(IMAGE, np.int64, [1])
     row_weight = gs.Variable(ROW_WEIGHT, np.float32, ["rows", tokens])
     column = b.reshape(row_weight, [0, 0, 1])  # [rows, T, 1]
     sources = []
@@ -44,9 +45,9 @@ def masked_suffix(suffix: onnx.ModelProto, masked_inputs: tuple[str, ...], resid
         source = gs.Variable(tensor.name, np.float32, ["images", *tensor.shape[1:]])
         masked = tensor.name in masked_inputs or (tensor.name == RESIDUAL and residual == "masked")
         tensor.name = b.name(f"{tensor.name}_rows")
-        gathered = b.op("Gather", [source, row_image], {"axis": 0}, out=None if masked else tensor)
+        gathered = b.op("Gather", [source, image], {"axis": 0}, out=None if masked else tensor)
         if masked:
             b.op("Mul", [gathered, column], out=tensor)
         sources.append(source)
-    graph.inputs = [*sources, row_image, row_weight]
+    graph.inputs = [*sources, image, row_weight]
     return export_like(graph.cleanup().toposort(), suffix)

@@ -12,22 +12,25 @@ from .model import image_input
 def tensor_shapes(
     model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: Iterable[str]
 ) -> dict[str, tuple[int, ...]]:
-    """Run ``model`` on ``feeds`` on CPU and return the shapes of ``names`` and of its outputs."""
-    import onnxruntime as ort
+    """Run ``model`` on ``feeds`` on CPU and return the shapes of ``names`` and of its outputs.
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
-    for name in dict.fromkeys(names):
-        if name not in existing:
-            probe.graph.output.append(onnx.ValueInfoProto(name=name))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    The extra outputs are added to ``model`` for the run and removed again (no copy).
+    """
+    from ..runtime import lean_session, release_memory
+
+    outputs = model.graph.output
+    kept = len(outputs)
+    existing = {o.name for o in outputs}
+    outputs.extend(onnx.ValueInfoProto(name=n) for n in dict.fromkeys(names) if n not in existing)
+    try:
+        session = lean_session(model)
+    finally:
+        del outputs[kept:]
     wanted = [o.name for o in session.get_outputs()]
-    values = session.run(wanted, feeds)
-    return {name: tuple(v.shape) for name, v in zip(wanted, values)}
+    shapes = {name: tuple(v.shape) for name, v in zip(wanted, session.run(wanted, feeds))}
+    del session
+    release_memory()
+    return shapes
 
 
 def random_image(model: onnx.ModelProto, batch: int = 1, seed: int = 0) -> np.ndarray:

@@ -21,6 +21,7 @@ import onnx_graphsurgeon as gs
 from ..errors import BlockIndexError, GraphStructureError, ModelLoadError
 from ..fileio import write_bytes_atomic, write_text_atomic
 from ..model_info import ModelInfo, read_model_info
+from ..runtime import release_memory
 from .axes import make_batch_dynamic
 from .hoist import hoist_projections
 from .rows import keep_head_rows
@@ -123,7 +124,8 @@ def split_model(source: ModelSource, block: int = -2, verify: bool = True, optim
     split = SplitModel(prefix, suffix, info)
     log.info("split at block %d of %d", index, len(facts.blocks))
     if verify:
-        verify_split(model, split)
+        verify_split(model, split, original_path=path)
+    release_memory()
     return split
 
 

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import onnx
 
 from ..errors import SplitMismatchError
+from ..runtime import lean_session, release_memory
 from .probe import random_image
 from .split import RESIDUAL, SplitModel
 
@@ -15,15 +17,8 @@ log = logging.getLogger(__name__)
 TOLERANCE = 1e-4
 
 
-def _session(model: onnx.ModelProto):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
-def verify_split(original_model: onnx.ModelProto, split: SplitModel, tolerance: float = TOLERANCE) -> float:
+def verify_split(original_model: onnx.ModelProto, split: SplitModel, tolerance: float = TOLERANCE,
+                 original_path: Path | None = None) -> float:
     """Max abs logit difference over two images, batched and broadcast; raise if too big.
 
     Checks suffix([R1;R2], [F1;F2]) and suffix(R1, [F1;F1]) (F: every masked
@@ -31,16 +26,20 @@ def verify_split(original_model: onnx.ModelProto, split: SplitModel, tolerance: 
     original model run on each image alone. The tolerance is relative to the
     logit scale (max |logit|, at least 1).
     """
-    original, prefix, suffix = map(_session, (original_model, split.prefix, split.suffix))
     name = split.info.input_name
     images = [random_image(original_model, seed=seed) for seed in (1, 2)]
-    expected = np.concatenate([original.run(None, {name: x})[0] for x in images])
+    session = lean_session(original_path or original_model)  # one at a time: weights do not stack
+    expected = np.concatenate([session.run(None, {name: x})[0] for x in images])
+    session = lean_session(split.prefix)
     names = [RESIDUAL, *split.info.masked_inputs]
-    outputs = [prefix.run(names, {name: x}) for x in images]
+    outputs = [session.run(names, {name: x}) for x in images]
     tapped = {key: np.concatenate(parts) for key, parts in zip(names, zip(*outputs))}
-    batched = suffix.run(None, tapped)[0]
+    session = lean_session(split.suffix)
+    batched = session.run(None, tapped)[0]
     copies = {key: value[[0, 0]] for key, value in tapped.items()}
-    broadcast = suffix.run(None, {**copies, RESIDUAL: tapped[RESIDUAL][:1]})[0]
+    broadcast = session.run(None, {**copies, RESIDUAL: tapped[RESIDUAL][:1]})[0]
+    del session
+    release_memory()
     scale = max(1.0, float(np.abs(expected).max()))
     error = max(np.abs(batched - expected).max(), np.abs(broadcast - expected[[0, 0]]).max()) / scale
     if not error <= tolerance:

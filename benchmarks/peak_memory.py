@@ -1,0 +1,53 @@
+"""Peak resident memory of one explain variant, in a fresh process (prints MB).
+
+    python benchmarks/peak_memory.py MODEL.onnx {forward,explain,explain-plain,fused,fused-chunked} [--block -2]
+
+The process imports only numpy, onnx and ONNX Runtime (no torch), builds the
+variant, runs it twice on one image and prints its peak RSS (VmHWM).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import peak_rss_mb  # noqa: E402
+
+CHUNK = 24
+
+
+def build(model: str, variant: str, block: int):
+    """A callable running ``variant`` on one image."""
+    from reciprocam_onnx import Explainer, FusedExplainer, fuse
+    from reciprocam_onnx.runtime import CPU, make_session
+
+    if variant == "forward":
+        import onnx
+
+        session = make_session(onnx.load(model), [CPU])
+        return lambda x: session.run(None, {session.get_inputs()[0].name: x})
+    if variant in ("explain", "explain-plain"):
+        return Explainer(model, block=block, providers=[CPU], optimize=variant == "explain").explain
+    chunk = CHUNK if variant == "fused-chunked" else None
+    return FusedExplainer(fuse(model, block=block, chunk=chunk), [CPU]).explain
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("variant", choices=["forward", "explain", "explain-plain", "fused", "fused-chunked"])
+    parser.add_argument("--block", type=int, default=-2)
+    args = parser.parse_args()
+    run = build(args.model, args.variant, args.block)
+    image = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
+    for _ in range(2):
+        run(image)
+    print(f"{peak_rss_mb():.0f}")
+
+
+if __name__ == "__main__":
+    main()
