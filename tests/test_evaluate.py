@@ -1,4 +1,4 @@
-"""``reciprocam eval`` and reciprocam_onnx.evaluate end to end, on a tiny ViT and a few images."""
+"""``reciprocam eval`` and reciprocam_onnx.evaluation end to end, on a tiny ViT and a few images."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from reciprocam_onnx import evaluate as ev
+from reciprocam_onnx import evaluation as ev
 from reciprocam_onnx.cli import main
 from reciprocam_onnx.datasets import generate, save_samples
+from reciprocam_onnx.evaluation import methods
 
 FAST = {"rise_masks": 24, "auc_steps": 3, "progress": False}
 RATES = set(ev.METRICS) - {"seconds_per_image"}
@@ -35,8 +36,8 @@ def rise_calls():
 def report(model, rise_calls, tmp_path_factory):
     """All methods on 3 shapes images in batches of 2, RISE spied on; written to a folder."""
     spy = pytest.MonkeyPatch()
-    real = ev.rise_maps
-    spy.setattr(ev, "rise_maps", lambda *a, **k: rise_calls.append(k["n_masks"]) or real(*a, **k))
+    real = methods.rise_maps
+    spy.setattr(methods, "rise_maps", lambda *a, **k: rise_calls.append(k["n_masks"]) or real(*a, **k))
     try:
         dataset = ev.shapes_dataset(3, seed=1, size=(224, 224))
         result = ev.evaluate(model, dataset, batch_size=2, **FAST)

@@ -47,7 +47,7 @@ class Evaluate:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from ..evaluate import METHODS, EvalModel, evaluate, report_markdown, write_report
+        from ..evaluation import METHODS, EvalModel, evaluate, report_markdown, write_report
 
         model = EvalModel(args.model or default_model(), **explainer_kwargs(args))
         methods = [name.strip() for name in (args.methods or ",".join(METHODS)).split(",") if name.strip()]
@@ -60,7 +60,7 @@ class Evaluate:
 
 
 def _dataset(args: argparse.Namespace, model):
-    from ..evaluate import folder_dataset, shapes_dataset
+    from ..evaluation import folder_dataset, shapes_dataset
 
     if args.n is not None and args.n < 1:
         raise OptionError(f"--n must be at least 1, not {args.n}")

@@ -173,10 +173,13 @@ def _suffix(model: onnx.ModelProto, facts: ModelFacts, tap: dict[str, str], inde
         if index == len(facts.blocks) - 1:  # the target block is the last: its R and F are inputs here
             last = replace(last, residual=RESIDUAL, normed=NORMED)
         keep_head_rows(graph, shapes, last, facts.tokens)
-    for tensor in graph.tensors().values():
-        if isinstance(tensor, gs.Variable) and tensor not in graph.inputs:
+    for tensor in graph.tensors().values():  # shapes were for batch 1; let ONNX Runtime infer them
+        if isinstance(tensor, gs.Variable):
             tensor.shape = None
-    return _with_symbolic_batch(export_like(graph.cleanup().toposort(), suffix), facts)
+    for tensor in graph.inputs:
+        tensor.shape = [f"{tensor.name}_batch", *tokens]
+    graph.outputs[0].shape = ["batch", facts.classes]
+    return export_like(graph.cleanup().toposort(), suffix)
 
 
 def _fold_constants(graph: gs.Graph) -> None:
@@ -188,14 +191,6 @@ def _fold_constants(graph: gs.Graph) -> None:
         graph.fold_constants().cleanup()
     finally:
         ort.set_default_logger_severity(2)
-
-
-def _with_symbolic_batch(suffix: onnx.ModelProto, facts: ModelFacts) -> onnx.ModelProto:
-    graph = gs.import_onnx(suffix)
-    for tensor in graph.inputs:
-        tensor.shape = [f"{tensor.name}_batch", *tensor.shape[1:]]
-    graph.outputs[0].shape = ["batch", facts.classes]
-    return export_like(graph, suffix)
 
 
 def _cut(model: onnx.ModelProto, inputs: dict[str, str], outputs: dict[str, str],

@@ -1,0 +1,154 @@
+"""Evaluation datasets: images fitted to the model with their labels and boxes."""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..datasets.shapes import generate, make_two_object_sample
+from ..errors import ImageError, OptionError
+from ..preprocess import load_image, preprocess
+
+log = logging.getLogger(__name__)
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One evaluation image at the model's size, with its label and boxes when known."""
+
+    name: str
+    image_rgb: np.ndarray  # uint8 [H, W, 3]
+    tensor: np.ndarray  # float32 [3, H, W], normalised
+    label: int | None
+    boxes: list[tuple[int, Box]] = field(default_factory=list)  # (class, (x0, y0, x1, y1)), x1/y1 exclusive
+
+    def box_for(self, label: int) -> Box | None:
+        """The first box of class ``label``, or None."""
+        return next((box for cls, box in self.boxes if cls == label), None)
+
+    def two_classes(self) -> tuple[int, int] | None:
+        """The first two distinct box classes (for the discriminative pointing game), or None."""
+        classes = list(dict.fromkeys(cls for cls, _ in self.boxes))
+        return (classes[0], classes[1]) if len(classes) >= 2 else None
+
+
+class Dataset:
+    """A named stream of EvalItems built lazily from ``entries``; unreadable ones are logged,
+    skipped and counted in ``skipped``."""
+
+    def __init__(self, name: str, entries: Sequence, load: Callable[[object], EvalItem]):
+        self.name = name
+        self._entries = list(entries)
+        self._load = load
+        self.skipped = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[EvalItem]:
+        self.skipped = 0
+        for entry in self._entries:
+            try:
+                yield self._load(entry)
+            except ImageError as exc:
+                self.skipped += 1
+                log.warning("skipped: %s", exc)
+
+
+def make_item(name: str, rgb: np.ndarray, label: int | None, boxes: Iterable[tuple[int, Box]],
+              size: tuple[int, int], mean=None, std=None, resize: str = "crop") -> EvalItem:
+    """Fit ``rgb`` and its boxes to the model's ``size`` (H, W) and normalise it."""
+    tensor, fitted = preprocess(rgb, size, mean, std, resize)
+    moved = [(cls, fit_box(box, rgb.shape[:2], size, resize)) for cls, box in boxes]
+    return EvalItem(name, fitted, tensor, label, [(cls, box) for cls, box in moved if box is not None])
+
+
+def fit_box(box: Box, source_hw: tuple[int, int], size: tuple[int, int], mode: str) -> Box | None:
+    """``box`` moved the way :func:`preprocess.fit_image` moves the pixels; None if cropped away."""
+    (h, w), (height, width) = source_hw, size
+    if (h, w) == (height, width):
+        return tuple(int(v) for v in box)
+    if mode == "stretch":
+        sx, sy, left, top = width / w, height / h, 0, 0
+    else:
+        scale = max(height / h, width / w)
+        new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
+        sx, sy, left, top = new_w / w, new_h / h, (new_w - width) // 2, (new_h - height) // 2
+    x0, y0, x1, y1 = box
+    fitted = (min(max(math.floor(x0 * sx - left), 0), width), min(max(math.floor(y0 * sy - top), 0), height),
+              min(max(math.ceil(x1 * sx - left), 0), width), min(max(math.ceil(y1 * sy - top), 0), height))
+    return fitted if fitted[2] > fitted[0] and fitted[3] > fitted[1] else None
+
+
+def shapes_dataset(n: int, seed: int, size: tuple[int, int], mean=None, std=None,
+                   two_objects: bool = False) -> Dataset:
+    """``n`` synthetic shapes images generated on the fly; image ``i`` depends only on (seed, i)."""
+    side = max(size)
+
+    def load(index: int) -> EvalItem:
+        name = f"shapes-{seed}-{index:05d}"
+        if two_objects:
+            pair = make_two_object_sample(np.random.default_rng([seed, index]), size=side)
+            return make_item(name, pair.image, None, zip(pair.labels, pair.boxes), size, mean, std)
+        sample = generate(1, seed, start=index, size=side)[0]
+        return make_item(name, sample.image, sample.label, [(sample.label, sample.box)], size, mean, std)
+
+    kind = "shapes, two objects" if two_objects else "shapes"
+    return Dataset(f"{kind} (seed {seed})", range(n), load)
+
+
+def folder_dataset(folder: str | os.PathLike, labels_csv: str | os.PathLike | None, size: tuple[int, int],
+                   mean=None, std=None, resize: str = "crop", n: int | None = None) -> Dataset:
+    """Images of ``folder`` listed in ``labels_csv`` (default FOLDER/labels.csv), first ``n`` files.
+
+    Rows are file,label[,x0,y0,x1,y1]; several rows of one file give several boxes
+    (the image then has a label only if all rows agree).
+    """
+    folder = Path(folder)
+    objects = read_labels_csv(Path(labels_csv) if labels_csv else folder / "labels.csv")
+
+    def load(entry: tuple[str, list[tuple[int, Box | None]]]) -> EvalItem:
+        file, rows = entry
+        classes = {cls for cls, _ in rows}
+        label = classes.pop() if len(classes) == 1 else None
+        boxes = [(cls, box) for cls, box in rows if box is not None]
+        return make_item(file, load_image(folder / file), label, boxes, size, mean, std, resize)
+
+    return Dataset(f"folder {folder}", list(objects.items())[:n], load)
+
+
+def read_labels_csv(path: Path) -> dict[str, list[tuple[int, Box | None]]]:
+    """file -> [(label, box or None)] from a CSV with a file,label[,x0,y0,x1,y1] header."""
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            columns = set(reader.fieldnames or ())
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise OptionError(f"cannot read labels file {path}: {exc}") from exc
+    if not {"file", "label"} <= columns or not rows:
+        raise OptionError(f"{path} needs a header file,label[,x0,y0,x1,y1] and at least one row")
+    objects: dict[str, list[tuple[int, Box | None]]] = {}
+    for line, row in enumerate(rows, start=2):
+        objects.setdefault(row["file"], []).append(_parse_row(row, f"{path} line {line}"))
+    return objects
+
+
+def _parse_row(row: dict, where: str) -> tuple[int, Box | None]:
+    coords = [row.get(key) for key in ("x0", "y0", "x1", "y1")]
+    try:
+        label = int(row["label"])
+        box = tuple(int(float(v)) for v in coords) if all(v not in (None, "") for v in coords) else None
+    except (TypeError, ValueError) as exc:
+        raise OptionError(f"{where}: label must be a class index and x0,y0,x1,y1 numbers ({exc})") from exc
+    if box is not None and (box[2] <= box[0] or box[3] <= box[1]):
+        raise OptionError(f"{where}: box needs x0 < x1 and y0 < y1, got {box}")
+    return label, box

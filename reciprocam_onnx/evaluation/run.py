@@ -1,0 +1,174 @@
+"""The evaluation loop: every metric of every method, tallied over a dataset's batches."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from ..errors import ImageError, OptionError
+from ..metrics import (adcc, deletion_auc, discriminative_pointing_game, energy_pointing_game,
+                       explanation_metrics, insertion_auc, pointing_game)
+from ..progress import progress as progress_bar
+from .data import Dataset, EvalItem
+from .methods import METHODS, EvalModel, MapFn, MethodSettings, make_methods
+
+log = logging.getLogger(__name__)
+
+METRICS = ("pointing_game", "energy_pointing_game", "average_drop", "increase", "coherency", "complexity",
+           "adcc", "deletion_auc", "insertion_auc", "discriminative_pointing_game", "seconds_per_image")
+
+
+@dataclass
+class _Tally:
+    """Running sums of one method's metrics (each a mean over its own count)."""
+
+    seconds: float = 0.0
+    sums: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, key: str, mean: float, count: int = 1) -> None:
+        self.sums[key] = self.sums.get(key, 0.0) + float(mean) * count
+        self.counts[key] = self.counts.get(key, 0) + count
+
+    def mean(self, key: str) -> float | None:
+        return self.sums[key] / self.counts[key] if self.counts.get(key) else None
+
+    def result(self, n: int) -> dict:
+        """The method's entry of the report: every metric of METRICS (None where undefined), and n."""
+        out = {key: self.mean(key) for key in METRICS}
+        ad, coh, com = out["average_drop"], out["coherency"], out["complexity"]
+        out["adcc"] = adcc(ad, coh, com) if None not in (ad, coh, com) else None
+        out["seconds_per_image"] = self.seconds / n if n else None
+        return {**out, "n": n}
+
+
+class _Evaluation:
+    """Metrics of every method over a stream of batches."""
+
+    def __init__(self, model: EvalModel, methods: dict[str, MapFn], batch_size: int,
+                 auc_steps: int | None, examples: int):
+        self.model, self.methods = model, methods
+        self.batch_size, self.auc_steps, self.want_examples = batch_size, auc_steps, examples
+        self.tallies = {name: _Tally() for name in methods}
+        self.n = self.labelled = self.correct = 0
+        self.examples: list[dict] = []
+
+    def add_batch(self, items: list[EvalItem]) -> None:
+        images = np.stack([item.tensor for item in items])
+        predicted = self.model.score_fn(images).argmax(axis=1)
+        targets = self._targets(items, predicted)
+        known = np.array([item.label is not None for item in items])
+        self.n += len(items)
+        self.labelled += int(known.sum())
+        self.correct += int((predicted == targets)[known].sum())
+        maps = {name: self._add_method(name, items, images, targets) for name in self.methods}
+        self._keep_examples(items, targets, maps)
+
+    def _targets(self, items: list[EvalItem], predicted: np.ndarray) -> np.ndarray:
+        classes = self.model.info.classes
+        bad = [item.name for item in items if item.label is not None and not 0 <= item.label < classes]
+        if bad:
+            raise OptionError(f"labels outside 0..{classes - 1} for {', '.join(bad)}")
+        return np.array([p if item.label is None else item.label for item, p in zip(items, predicted)], np.int64)
+
+    def _add_method(self, name: str, items: list[EvalItem], images: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        fn, tally = self.methods[name], self.tallies[name]
+        start = time.perf_counter()
+        maps = np.asarray(fn(images, targets), np.float32)
+        tally.seconds += time.perf_counter() - start
+        faithful = explanation_metrics(self.model.score_fn, images, maps, targets, self.batch_size, explain_fn=fn)
+        for key in ("average_drop", "increase", "coherency", "complexity"):
+            tally.add(key, faithful[key], len(items))
+        self._add_auc(tally, images, maps, targets)
+        self._add_pointing(tally, items, maps, targets)
+        self._add_discriminative(tally, fn, items, images)
+        return maps
+
+    def _add_auc(self, tally: _Tally, images: np.ndarray, maps: np.ndarray, targets: np.ndarray) -> None:
+        options = {"steps": self.auc_steps, "batch_size": self.batch_size}
+        for image, map_hw, target in zip(images, maps, targets):
+            tally.add("deletion_auc", deletion_auc(self.model.score_fn, image, map_hw, int(target), **options))
+            tally.add("insertion_auc", insertion_auc(self.model.score_fn, image, map_hw, int(target), **options))
+
+    @staticmethod
+    def _add_pointing(tally: _Tally, items: list[EvalItem], maps: np.ndarray, targets: np.ndarray) -> None:
+        for item, map_hw, target in zip(items, maps, targets):
+            box = item.box_for(int(target))
+            if box is not None:
+                size = item.image_rgb.shape[:2]
+                tally.add("pointing_game", pointing_game(map_hw, box, size))
+                tally.add("energy_pointing_game", energy_pointing_game(map_hw, box, size))
+
+    @staticmethod
+    def _add_discriminative(tally: _Tally, fn: MapFn, items: list[EvalItem], images: np.ndarray) -> None:
+        pairs = [(k, classes) for k, item in enumerate(items) if (classes := item.two_classes())]
+        if not pairs:
+            return
+        index = np.array([k for k, _ in pairs])
+        maps_a = fn(images[index], np.array([a for _, (a, _) in pairs]))
+        maps_b = fn(images[index], np.array([b for _, (_, b) in pairs]))
+        for (k, (a, b)), map_a, map_b in zip(pairs, maps_a, maps_b):
+            item = items[k]
+            hits = discriminative_pointing_game(map_a, map_b, item.box_for(a), item.box_for(b),
+                                                item.image_rgb.shape[:2])
+            tally.add("discriminative_pointing_game", float(np.mean(hits)), 2)
+
+    def _keep_examples(self, items: list[EvalItem], targets: np.ndarray, maps: dict[str, np.ndarray]) -> None:
+        for k, item in enumerate(items[:max(0, self.want_examples - len(self.examples))]):
+            self.examples.append({"name": item.name, "image": item.image_rgb, "boxes": item.boxes,
+                                  "target": self.model.info.model.label(int(targets[k])),
+                                  "maps": {name: stack[k] for name, stack in maps.items()}})
+
+    def result(self) -> dict:
+        return {"accuracy": self.correct / self.labelled if self.labelled else None,
+                "methods": {name: tally.result(self.n) for name, tally in self.tallies.items()},
+                "examples": self.examples}
+
+
+def evaluate(model: EvalModel | str | os.PathLike | onnx.ModelProto, dataset: Dataset,
+             methods: Sequence[str] = tuple(METHODS), rise_masks: int = 2000, batch_size: int = 16,
+             progress: bool = True, *, seed: int = 0, auc_steps: int | None = None, examples: int = 6,
+             **options) -> dict:
+    """Every metric of every method over ``dataset``; see the package docstring.
+
+    ``model`` is an EvalModel or a model for one (with ``options``). ``auc_steps``: deletion and
+    insertion steps (None: one grid cell per step). The result holds "model", "dataset", "n",
+    "skipped", "accuracy", "settings", "methods" (name -> metrics) and "examples" (pictures
+    for :func:`write_report`, left out of report.json).
+    """
+    _check_settings(rise_masks, batch_size, auc_steps)
+    model = model if isinstance(model, EvalModel) else EvalModel(model, **options)
+    settings = MethodSettings(rise_masks, seed, batch_size)
+    run = _Evaluation(model, make_methods(model, methods, settings), batch_size, auc_steps, examples)
+    items = progress_bar(dataset, len(dataset), "evaluating") if progress else dataset
+    for batch in _batches(items, batch_size):
+        run.add_batch(batch)
+    if run.n == 0:
+        raise ImageError(f"no readable images in {dataset.name} ({dataset.skipped} skipped)")
+    log.info("evaluated %d images of %s (%d skipped)", run.n, dataset.name, dataset.skipped)
+    return {"model": model.name, "dataset": dataset.name, "n": run.n, "skipped": dataset.skipped,
+            "settings": {"rise_masks": rise_masks, "seed": seed, "auc_steps": auc_steps,
+                         "batch_size": batch_size, "grid": list(model.info.grid)},
+            **run.result()}
+
+
+def _check_settings(rise_masks: int, batch_size: int, auc_steps: int | None) -> None:
+    if rise_masks < 1 or batch_size < 1 or (auc_steps is not None and auc_steps < 1):
+        raise OptionError(f"rise masks, batch size and AUC steps must be at least 1; "
+                          f"got {rise_masks}, {batch_size}, {auc_steps}")
+
+
+def _batches(items: Iterable[EvalItem], size: int) -> Iterator[list[EvalItem]]:
+    batch: list[EvalItem] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
