@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 SCORES = ("softmax", "logits")
 MEMORY_BUDGET_BYTES = {"cpu": 256 << 20, "cuda": 2 << 30}
+# On CPU, runs of ~1,500 token rows keep each layer's working set in cache: measured on
+# DeiT-S, 8 copies per run took 0.68 s per image where 40 took 0.79 s and 197 took 0.92 s.
+CPU_TOKENS_PER_RUN = 1536
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ class Explainer:
             release_memory()
             self._prefix, self._suffix = (make_session(path, providers) for path in paths)
         self.device = "cuda" if on_cuda(self._suffix) else "cpu"
-        self.max_batch = max_batch or default_max_batch(info, MEMORY_BUDGET_BYTES[self.device])
+        self.max_batch = max_batch or default_max_batch(info, self.device)
         if self.max_batch < 1:
             raise OptionError(f"max_batch must be at least 1, not {self.max_batch}")
         log.info("explainer on %s: block %d, grid %dx%d, %d rows per suffix run",
@@ -185,11 +188,15 @@ def _write_graphs(split: SplitModel, residual: str, folder: Path) -> tuple[Path,
     return prefix, suffix
 
 
-def default_max_batch(info: SplitInfo, budget_bytes: int) -> int:
-    """Rows per suffix run that keep the activations of one run near ``budget_bytes``."""
+def default_max_batch(info: SplitInfo, device: str) -> int:
+    """Copies per suffix run: within the device's activation budget, and on CPU about
+    CPU_TOKENS_PER_RUN token rows (cache-sized runs are faster there)."""
     heads = max(1, info.width // 64)
     per_row = 4 * info.tokens * (16 * info.width + 2 * heads * info.tokens)
-    return int(np.clip(budget_bytes // per_row, 1, 1024))
+    rows = MEMORY_BUDGET_BYTES[device] // per_row
+    if device == "cpu":
+        rows = min(rows, CPU_TOKENS_PER_RUN // info.tokens)
+    return int(np.clip(rows, 1, 1024))
 
 
 def _load_split(model, block: int | None, optimize: bool) -> SplitModel:

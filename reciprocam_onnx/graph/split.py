@@ -124,7 +124,10 @@ def split_model(source: ModelSource, block: int = -2, verify: bool = True, optim
     split = SplitModel(prefix, suffix, info)
     log.info("split at block %d of %d", index, len(facts.blocks))
     if verify:
-        verify_split(model, split, original_path=path)
+        original = model if path is None else path
+        del model  # verification reads the file again: no second copy of the weights in memory
+        release_memory()
+        verify_split(original, split)
     release_memory()
     return split
 
