@@ -1,9 +1,11 @@
 """ONNX Runtime sessions: provider choice with a quiet CPU fallback, tuned options."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import gc
+import io
 import logging
 import os
 import tempfile
@@ -53,7 +55,8 @@ def cuda_usable() -> bool:
     ort.set_default_logger_severity(4)
     try:
         if hasattr(ort, "preload_dlls"):  # CUDA/cuDNN from pip packages (nvidia-*), if present
-            ort.preload_dlls()
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                ort.preload_dlls()  # it prints each library it cannot find
         session = ort.InferenceSession(probe.SerializeToString(), providers=[CUDA, CPU])
         return CUDA in session.get_providers()
     except Exception:  # any failure to start CUDA means: use the CPU
