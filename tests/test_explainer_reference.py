@@ -1,8 +1,11 @@
 """Explainer (ONNX Runtime) against the PyTorch reference, for every family and export.
 
 Options follow a pairwise covering of (kernel, cls_token, score, block,
-residual, batch size): every pair of values of every two options is tested on
-every export.
+residual, batch size), COVERING. Each export runs half of its rows (the even
+or the odd ones, each half holding both values of every option but the batch
+size), chosen so that every family, opset and batch mode gets both halves:
+every pair of option values, and every option value with every family, opset
+and batch mode, is tested.
 """
 from __future__ import annotations
 
@@ -61,7 +64,8 @@ def test_maps_match_torch_reference(family, opset, dynamic, exported, tmp_path):
         splits[b] = save_split(split, tmp_path / f"block{b}")
     model64 = as_float64(model)
     compared = []
-    for row in COVERING:
+    half = 0 if (opset == 14) == dynamic else 1
+    for row in COVERING[half::2]:
         kernel, cls_token, score, block, residual, batch = (
             options[i] for options, i in zip((KERNEL, CLS, SCORE, BLOCK, RESIDUAL, BATCH), row))
         ex = Explainer(splits[block], kernel=kernel, cls_token=cls_token, score=score, residual=residual)
@@ -71,17 +75,16 @@ def test_maps_match_torch_reference(family, opset, dynamic, exported, tmp_path):
         where = f"{family} {kernel} cls={cls_token} {score} block={block} {residual} B={batch}"
         compared.extend(assert_matches_reference(ex, images, *refs, where))
     assert np.mean(compared) >= 0.75, f"only {np.mean(compared):.0%} of the target maps were well-posed"
-    assert_same_as_unoptimised(path, splits, fam)
+    assert_same_as_unoptimised(path, BLOCK[half], splits[BLOCK[half]], fam)
 
 
-def assert_same_as_unoptimised(path, splits, fam) -> None:
+def assert_same_as_unoptimised(path, block: int, folder, fam) -> None:
     """The rewritten suffix scores every copy as the plain cut does."""
     images = random_images(2, fam.input_size, seed=7)
-    for block, folder in splits.items():
-        optimised = Explainer(folder).cell_scores(images)
-        plain = Explainer(path, block=block, optimize=False).cell_scores(images)
-        for fast, slow in zip(optimised, plain):
-            np.testing.assert_allclose(fast, slow, atol=SCORE_TOLERANCE * max(1.0, float(np.abs(slow).max())))
+    optimised = Explainer(folder).cell_scores(images)
+    plain = Explainer(path, block=block, optimize=False).cell_scores(images)
+    for fast, slow in zip(optimised, plain):
+        np.testing.assert_allclose(fast, slow, atol=SCORE_TOLERANCE * max(1.0, float(np.abs(slow).max())))
 
 
 def test_given_targets_are_explained(exported):

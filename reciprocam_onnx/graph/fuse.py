@@ -1,16 +1,18 @@
 """One ONNX graph that returns the prediction and every class's saliency map.
 
-    image ─► prefix ─► R, F (or F's projections)           once per image
-    rows = [ones; W]   (W: the [h*w, T] mask table, a constant; ones: unmasked)
-    copies = F[:, None] * rows[None, :, :, None], R broadcast (or masked)
-    copies ─► suffix ─► [B, 1 + h*w, C] ─┬─ row 0 ──────────────────────► logits [B, C]
-                                         └─ rows 1.. ─► scores ─► min-max per image and class
-                                                       ─► saliency [B, C, h, w], saliency_u8
+    image ─► the model itself ─────────────────────────────────────► logits [B, C]
+                 │ R, F (and F's projections) at the target block
+                 ▼
+    copies = F[:, None] * W[None, :, :, None]   (W: the [h*w, T] mask table, a constant)
+    R broadcast (or masked) ─► suffix ─► scores [B, h*w, C] ─► min-max per image and class
+                                        ─► saliency [B, C, h, w], saliency_u8
 
-The suffix is the same (optimised) one the Explainer runs. With ``chunk`` the
-rows go through the suffix ``chunk`` at a time inside an ONNX ``Loop``,
-bounding peak memory. A static-batch source model is wrapped in a ``Loop``
-over the images, so the fused graph takes any batch.
+The prefix runs once (it is the model's own first part) and the logits are
+the model's own. The suffix is the same (optimised) one the Explainer runs,
+sharing the model's weights. With ``chunk`` the copies go through it
+``chunk`` at a time inside an ONNX ``Loop``, bounding peak memory. A
+static-batch source model is wrapped in a ``Loop`` over the images, so the
+fused graph takes any batch.
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ from ..masks import cell_weights
 from .builder import OpBuilder
 from .masking import check_residual
 from .model import ModelSource, load_model, metadata
-from .split import RESIDUAL, SplitInfo, SplitModel, export_like, split_model
+from .gsutil import constant_value
+from .split import NORMED, RESIDUAL, SplitInfo, SplitModel, export_like, split_model
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +50,8 @@ def fuse(source: ModelSource, block: int = -2, kernel: str = "3x3", cls_token: b
     model = load_model(source)
     split = split_model(model, block, optimize=optimize)
     info = split.info
-    rows = np.concatenate([np.ones((1, info.tokens), np.float32),
-                           cell_weights(info.grid, info.prefix_tokens, kernel, cls_token)])
-    graph = _core(split, rows, score, residual, chunk)
+    weights = cell_weights(info.grid, info.prefix_tokens, kernel, cls_token)
+    graph = _core(model, split, weights, score, residual, chunk)
     if info.static_batch is not None:
         graph = _loop_over_images(graph, info)
     fused = export_like(graph.cleanup().toposort(), model)
@@ -68,20 +70,20 @@ def fused_options(model: onnx.ModelProto) -> tuple[dict, SplitInfo] | None:
     return json.loads(props[FUSED_KEY]), SplitInfo.from_json(props["reciprocam.split"])
 
 
-def _core(split: SplitModel, rows: np.ndarray, score: str, residual: str, chunk: int | None) -> gs.Graph:
-    """prefix + masked copies + suffix + scores and maps, for the source model's batch."""
+def _core(model: onnx.ModelProto, split: SplitModel, weights: np.ndarray, score: str, residual: str,
+          chunk: int | None) -> gs.Graph:
+    """The model itself (its logits, bit for bit) + masked copies of its tapped tensors
+    through the suffix + scores and maps, for the source model's batch."""
     info = split.info
-    graph = gs.import_onnx(split.prefix)
+    graph = gs.import_onnx(model)
+    logits = graph.outputs[0]
     b = OpBuilder(graph, "reciprocam/")
-    copies = _Copies(split, {t.name: t for t in graph.outputs}, residual)
+    copies = _Copies(split, _tapped(b, split), residual)
     if chunk is None:
-        row_logits = copies.logits(b, b.const("rows", rows), len(rows))
+        cell_logits = copies.logits(b, b.const("rows", weights), len(weights))
     else:
-        row_logits = _chunked(b, copies, rows, chunk)
-    per_image = b.reshape(row_logits, [-1, len(rows), info.classes])
-    logits = b.op("Gather", [per_image, b.const("unmasked", np.array(0, np.int64))], {"axis": 1})
-    cells = b.op("Slice", [per_image, b.const("start", np.array([1])), b.const("end", np.array([len(rows)])),
-                           b.const("axis", np.array([1]))])
+        cell_logits = _chunked(b, copies, weights, chunk)
+    cells = b.reshape(cell_logits, [-1, len(weights), info.classes])
     scores = b.op("Softmax", [cells], {"axis": -1}) if score == "softmax" else cells
     saliency = _saliency(b, scores, info)
     saliency_u8 = b.op("Cast", [b.op("Round", [b.op("Mul", [saliency, b.const("u8", np.float32(255))])])],
@@ -91,6 +93,18 @@ def _core(split: SplitModel, rows: np.ndarray, score: str, residual: str, chunk:
         tensor.name, tensor.shape = name, ["batch", *shape]
     graph.outputs = [logits, saliency, saliency_u8]
     return graph
+
+
+def _tapped(b: OpBuilder, split: SplitModel) -> dict[str, gs.Tensor]:
+    """The suffix's inputs computed in the model's graph: R, F, and F's hoisted projections."""
+    tensors, info = b.graph.tensors(), split.info
+    tapped = {RESIDUAL: tensors[info.residual_tensor], NORMED: tensors[info.normed_tensor]}
+    prefix = gs.import_onnx(split.prefix).tensors()
+    for name in info.masked_inputs:
+        if name not in tapped:  # normed_projected_k = MatMul(F, W_k), as the prefix computes it
+            weight = constant_value(prefix[name].inputs[0].inputs[1])
+            tapped[name] = b.op("MatMul", [tapped[NORMED], b.const("projection", weight)])
+    return {name: tapped[name] for name in (RESIDUAL, *info.masked_inputs)}
 
 
 class _Copies:
@@ -118,11 +132,16 @@ class _Copies:
 
 
 def _inline(b: OpBuilder, suffix: onnx.ModelProto, inputs: dict[str, gs.Tensor]) -> gs.Variable:
-    """Copy the suffix's nodes into ``b.graph`` (renamed), reading ``inputs``; return its output."""
+    """Copy the suffix's nodes into ``b.graph`` (renamed), reading ``inputs``; return its output.
+    Weights the graph already holds under the same name are shared, not copied."""
     sub = gs.import_onnx(suffix)
     replace = {id(t): inputs[t.name] for t in sub.inputs}
+    held = b.graph.tensors()
+    for name, tensor in sub.tensors().items():
+        if isinstance(tensor, gs.Constant) and isinstance(held.get(name), gs.Constant):
+            replace[id(tensor)] = held[name]
     for tensor in sub.tensors().values():
-        if tensor.name:
+        if tensor.name and id(tensor) not in replace:
             tensor.name = b.prefix + "suffix/" + tensor.name
     for node in sub.nodes:
         node.name = b.prefix + "suffix/" + node.name
