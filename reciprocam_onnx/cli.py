@@ -9,7 +9,6 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from .errors import ReciproCamError
 

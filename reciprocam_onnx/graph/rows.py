@@ -22,7 +22,7 @@ import onnx_graphsurgeon as gs
 
 from .axes import follow_axis
 from .blocks import Block
-from .gsutil import ancestors, constant_value, consumers, descendants, other_input, producer
+from .gsutil import ancestors, constant_value, consumers, descendants, producer
 from .layernorm import find_layernorms
 
 log = logging.getLogger(__name__)
