@@ -27,7 +27,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import cv2
@@ -68,9 +68,9 @@ class Config:
     """Training hyper-parameters."""
 
     seed: int = 0
-    steps: int = 2500
-    batch: int = 32
-    lr: float = 2e-3
+    steps: int = 3000
+    batch: int = 64
+    lr: float = 1e-3
     weight_decay: float = 0.05
     warmup: int = 100
     curriculum: float = 0.2  # fraction of steps over which clutter/small objects ramp in
@@ -79,6 +79,7 @@ class Config:
     heads: int = 4
     heldout_n: int = 2000
     token_weight: float = 1.0  # weight of the training-only per-token loss
+    label_smoothing: float = 0.1
 
 
 class ConvStemPatchEmbed(PatchEmbed):
@@ -184,7 +185,25 @@ def evaluate(model: nn.Module, seed: int, n: int, device: str, chunk: int = 100)
     return correct / n
 
 
-def train(model: VisionTransformer, cfg: Config, device: str) -> int:
+class BatchStream(torch.utils.data.Dataset):
+    """Training batch ``step`` of the run (freshly generated, seeded per sample, curriculum applied).
+
+    A dataset of whole batches, so that a ``DataLoader`` with worker processes
+    generates the same batches as the main process would.
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    def __len__(self) -> int:
+        return self.cfg.steps
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cfg = self.cfg
+        return make_batch(cfg.seed, step * cfg.batch, cfg.batch, **curriculum(step / cfg.steps, cfg.curriculum))
+
+
+def train(model: VisionTransformer, cfg: Config, device: str, workers: int = 0) -> int:
     """AdamW with warm-up + cosine schedule over ``cfg.steps`` freshly generated batches; returns the steps taken.
 
     Besides the CLS-token loss, a training-only linear head classifies every
@@ -204,15 +223,15 @@ def train(model: VisionTransformer, cfg: Config, device: str) -> int:
     model.patch_embed.to(memory_format=torch.channels_last)  # faster conv stem on CPU
     started = time.time()
     running_loss, running_acc = 2.3, 0.1
-    for step in range(cfg.steps):
+    batches = torch.utils.data.DataLoader(BatchStream(cfg), batch_size=None, num_workers=workers)
+    for step, (x, y, tokens) in enumerate(batches):
         done = step / cfg.steps
         for group in optimiser.param_groups:
             group["lr"] = cfg.lr * lr_factor(step, done, cfg.warmup)
-        x, y, tokens = make_batch(cfg.seed, step * cfg.batch, cfg.batch, **curriculum(done, cfg.curriculum))
         features = model.forward_features(x.to(device).contiguous(memory_format=torch.channels_last))
         logits = model.forward_head(features)
         token_logits = token_head(features[:, model.num_prefix_tokens:])
-        loss = F.cross_entropy(logits, y.to(device), label_smoothing=0.1) + cfg.token_weight * F.cross_entropy(
+        loss = F.cross_entropy(logits, y.to(device), label_smoothing=cfg.label_smoothing) + cfg.token_weight * F.cross_entropy(
             token_logits.flatten(0, 1), tokens.to(device).flatten()
         )
         optimiser.zero_grad(set_to_none=True)
@@ -227,7 +246,7 @@ def train(model: VisionTransformer, cfg: Config, device: str) -> int:
                 step + 1, done, running_loss, running_acc, optimiser.param_groups[0]["lr"],
                 (time.time() - started) / 60,
             )
-        if (step + 1) % 100 == 0 or step + 1 == cfg.steps:
+        if (step + 1) % 250 == 0 or step + 1 == cfg.steps:
             log.info("step %d validation acc %.3f (300 images)", step + 1, evaluate(model, VALID_SEED, 300, device))
     return cfg.steps
 
@@ -344,14 +363,16 @@ def write_manifest(out: Path, cfg: Config, accuracy: float, minutes: float, step
 
 
 def parse_args() -> argparse.Namespace:
-    """Command-line options (defaults reproduce the shipped model)."""
+    """Command-line options (defaults reproduce the shipped model); every ``Config`` field is a flag."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("models"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=Config.steps)
     parser.add_argument("--examples", type=Path, default=Path("examples/images"))
     parser.add_argument("--log", type=Path, default=Path(__file__).with_suffix(".log"))
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--workers", type=int, default=0, help="data-generating worker processes")
+    for field in fields(Config):
+        flag = "--" + field.name.replace("_", "-")
+        parser.add_argument(flag, type=type(field.default), default=field.default, dest=field.name)
     return parser.parse_args()
 
 
@@ -362,13 +383,13 @@ def main() -> None:
         format="%(asctime)s %(message)s",
         handlers=[logging.StreamHandler(sys.stdout), logging.FileHandler(args.log, mode="w")],
     )
-    cfg = Config(seed=args.seed, steps=args.steps)
+    cfg = Config(**{field.name: getattr(args, field.name) for field in fields(Config)})
     torch.set_num_threads(THREADS)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(args.device)
     log.info("%s; %.2fM parameters; %s", describe(cfg), sum(p.numel() for p in model.parameters()) / 1e6, cfg)
     started = time.time()
-    steps = train(model, cfg, args.device)
+    steps = train(model, cfg, args.device, args.workers)
     minutes = (time.time() - started) / 60
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), args.out / "shapes_vit.pt")
