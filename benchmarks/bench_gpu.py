@@ -3,8 +3,12 @@
     python benchmarks/bench_gpu.py [--repeats 10]
 
 Run on a machine with onnxruntime-gpu and a GPU. Prints: the providers really
-used, the largest map difference CUDA vs CPU, and median seconds per image for
-the forward pass, Explainer.explain (rewrites on and off) and the fused graph.
+used; on the trained demo model (whose maps mean something; random-weight maps
+are flat, and min-max turns rounding into large map differences), the score
+and map differences CUDA float32 vs CPU and CUDA float16 vs CPU; then for
+random-weight DeiT-S/B the median seconds per image for the forward pass,
+Explainer.explain (rewrites on and off, float32 and float16) and the fused
+graph.
 """
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import median_seconds  # noqa: E402
 from export.export_vit import export_onnx  # noqa: E402
@@ -32,11 +37,31 @@ def main() -> None:
     import torch
 
     print(f"onnxruntime {ort.__version__}, CUDA usable: {cuda_usable()}")
+    accuracy()
     folder = Path(tempfile.mkdtemp())
     for name in ("deit_small_patch16_224", "deit_base_patch16_224"):
         torch.manual_seed(0)
         path = export_onnx(timm.create_model(name, pretrained=False).eval(), folder / f"{name}.onnx")
         report(name, path, args.repeats, ort)
+
+
+def accuracy() -> None:
+    """CUDA float32 / float16 against CPU float32 on the demo model and the example images."""
+    from reciprocam_onnx.commands.common import default_model
+    from reciprocam_onnx.preprocess import preprocess
+
+    model = default_model()
+    images = np.stack([preprocess(p, (224, 224))[0] for p in sorted((ROOT / "examples" / "images").glob("*.png"))])
+    cpu = Explainer(model, providers=[CPU])
+    base_scores, base_maps, base_all = cpu.cell_scores(images)[1], cpu.explain(images).maps, cpu.explain_all(images)
+    print(f"\ndemo model, {len(images)} example images, differences to CPU float32:")
+    for label, options in (("CUDA float32", {}), ("CUDA float16", {"precision": "float16"})):
+        gpu = Explainer(model, providers=[CUDA, CPU], **options)
+        scores = np.abs(gpu.cell_scores(images)[1] - base_scores).max()
+        maps = np.abs(gpu.explain(images).maps - base_maps)
+        every = np.abs(gpu.explain_all(images) - base_all)
+        print(f"  {label} on {gpu.device}: scores max {scores:.1e}; target maps max {maps.max():.1e} "
+              f"mean {maps.mean():.1e}; all-class maps max {every.max():.1e} mean {every.mean():.1e}")
 
 
 def report(name: str, path: Path, repeats: int, ort) -> None:
@@ -51,12 +76,17 @@ def report(name: str, path: Path, repeats: int, ort) -> None:
     fused_gpu = FusedExplainer(fused, [CUDA, CPU])
     fdiff = np.abs(fused_gpu.explain_all(images[:2]) - cpu.explain_all(images[:2])).max()
     print(f"  max |fused CUDA - Explainer CPU|: {fdiff:.2e}")
+    half = Explainer(path, providers=[CUDA, CPU], precision="float16")
+    reference = gpu.explain_all(images[:4])
+    error = np.abs(half.explain_all(images[:4]) - reference)
+    print(f"  float16 vs float32 maps, all classes, 4 images: max {error.max():.2e}, mean {error.mean():.2e}")
     forward = make_session(__import__("onnx").load(str(path)), [CUDA, CPU])
     plain = Explainer(path, providers=[CUDA, CPU], optimize=False)
     rows = {
         "forward pass (1 image)": median_seconds(lambda: forward.run(None, {"input": one}), repeats, 3),
         "Explainer.explain, rewrites off": median_seconds(lambda: plain.explain(one), repeats, 2),
         "Explainer.explain, rewrites on": median_seconds(lambda: gpu.explain(one), repeats, 2),
+        "Explainer.explain, rewrites on, float16": median_seconds(lambda: half.explain(one), repeats, 2),
         "fused graph (1 image)": median_seconds(lambda: fused_gpu.explain(one), repeats, 2),
         "Explainer.explain, 8 images, per image": median_seconds(lambda: gpu.explain(images), repeats, 2) / 8,
     }

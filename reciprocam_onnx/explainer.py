@@ -1,11 +1,12 @@
 """The ViT-ReciproCAM engine on ONNX Runtime: prefix once, masked copies in chunks.
 
     images ──prefix──► R, F  (once per batch of images, kept on the device)
-    (image, token weights of some rows) ──masked suffix──► logits per row
-       row 0 of each image: all-ones weights = the unmasked model
-       row 1 + k: the copy of grid cell k (masks.cell_weights)
+    (image, slot tables of some copies) ──masked suffix──► logits per copy
+       row 0 of each image: all-ones weights, one slot per token = the unmasked model
+       row 1 + k: the copy of grid cell k (masks.cell_weights, as slots.compact_slots
+       when the suffix runs attention on distinct rows)
 
-Rows are run ``max_batch`` at a time, image by image, so peak memory does not
+Copies are run ``max_batch`` at a time, image by image, so peak memory does not
 grow with the number of cells or images.
 """
 from __future__ import annotations
@@ -21,9 +22,12 @@ import numpy as np
 import onnx
 
 from .errors import ImageError, OptionError
-from .graph.masking import IMAGE, ROW_WEIGHT, masked_suffix
+from .graph.distinct import SLOT_LOG_COUNT, TOKEN_SLOT
+from .graph.masking import IMAGE, SLOT_TOKEN, SLOT_WEIGHT, masked_suffix
+from .graph.precision import check_precision, to_float16
 from .graph.split import RESIDUAL, SplitInfo, SplitModel, is_split_folder, load_split, split_model
 from .masks import cell_weights
+from .slots import Slots, compact_slots, identity_slots
 from .normalise import minmax_normalise
 from .runtime import make_session, on_cuda, release_memory
 
@@ -34,6 +38,7 @@ MEMORY_BUDGET_BYTES = {"cpu": 256 << 20, "cuda": 2 << 30}
 # On CPU, runs of ~1,500 token rows keep each layer's working set in cache: measured on
 # DeiT-S, 8 copies per run took 0.68 s per image where 40 took 0.79 s and 197 took 0.92 s.
 CPU_TOKENS_PER_RUN = 1536
+SLOTS_PER_3X3 = 10  # a 3x3 copy's weighted tokens plus the shared zero row
 
 
 @dataclass(frozen=True)
@@ -56,22 +61,26 @@ class Explainer:
     ``cls_token``, ``score`` ("softmax" or "logits"), ``residual`` ("unmasked" or
     "masked"). ``providers``: default CUDA when it really starts, else CPU.
     ``max_batch``: masked copies per suffix run (default from a memory budget).
-    ``optimize``: the exact suffix rewrites (rows.py, hoist.py); False runs the plain cut.
+    ``optimize``: the exact suffix rewrites (rows.py, hoist.py, distinct.py); False runs the
+    plain cut. ``precision="float16"`` runs the masked copies in half precision (meant
+    for CUDA; the prefix and the prediction's inputs stay float32).
     """
 
     def __init__(self, model: str | os.PathLike | onnx.ModelProto, block: int | None = None,
                  kernel: str = "3x3", cls_token: bool = True, score: str = "softmax",
                  residual: str = "unmasked", providers: Sequence[str] | None = None,
-                 max_batch: int | None = None, optimize: bool = True):
+                 max_batch: int | None = None, optimize: bool = True, precision: str = "float32"):
         if score not in SCORES:
             raise OptionError(f"score must be one of {SCORES}, not {score!r}")
+        check_precision(precision)
         split = _load_split(model, block, optimize)
         self.info = info = split.info
         self.score = score
         weights = cell_weights(info.grid, info.prefix_tokens, kernel, cls_token)
-        self._rows = np.concatenate([np.ones((1, info.tokens), np.float32), weights])
+        self._unmasked = identity_slots(np.ones((1, info.tokens), np.float32))
+        self._cells = compact_slots(weights, info.prefix_tokens) if info.slots else identity_slots(weights)
         with tempfile.TemporaryDirectory(prefix="reciprocam-") as folder:
-            paths = _write_graphs(split, residual, Path(folder))
+            paths = _write_graphs(split, residual, precision, Path(folder))
             del split  # ONNX Runtime holds far less memory reading a file than given bytes
             release_memory()
             self._prefix, self._suffix = (make_session(path, providers) for path in paths)
@@ -101,7 +110,7 @@ class Explainer:
         tapped = self._run_prefix(images)
         logits = np.empty((len(images), self.info.classes), np.float32)
         for image in range(len(images)):
-            self._run_suffix(tapped, image, self._rows[:1], out=logits[image:image + 1])
+            self._run_suffix(tapped, image, self._unmasked, out=logits[image:image + 1])
         return to_scores(logits, self.score)
 
     def cell_scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -113,12 +122,13 @@ class Explainer:
         """Scores of every row of every image: [B, 1 + h*w, C]; row 0 unmasked."""
         images = check_images(images, self.info.input_shape)
         tapped = self._run_prefix(images)
-        per_image = len(self._rows)
-        logits = np.empty((len(images), per_image, self.info.classes), np.float32)
+        cells = len(self._cells)
+        logits = np.empty((len(images), 1 + cells, self.info.classes), np.float32)
         for image in range(len(images)):
-            for start in range(0, per_image, self.max_batch):
-                end = min(start + self.max_batch, per_image)
-                self._run_suffix(tapped, image, self._rows[start:end], out=logits[image, start:end])
+            self._run_suffix(tapped, image, self._unmasked, out=logits[image, :1])
+            for start in range(0, cells, self.max_batch):
+                end = min(start + self.max_batch, cells)
+                self._run_suffix(tapped, image, self._cells[start:end], out=logits[image, 1 + start:1 + end])
         return to_scores(logits, self.score)
 
     def _run_prefix(self, images: np.ndarray) -> dict:
@@ -135,8 +145,8 @@ class Explainer:
         self._prefix.run_with_iobinding(binding)
         return dict(zip(tapped, binding.get_outputs()))
 
-    def _run_suffix(self, tapped: dict, image: int, weight: np.ndarray, out: np.ndarray) -> None:
-        """Logits of weight rows of one image, written straight into ``out`` (a C-contiguous [rows, C] view)."""
+    def _run_suffix(self, tapped: dict, image: int, slots: Slots, out: np.ndarray) -> None:
+        """Logits of masked copies of one image, written straight into ``out`` (a C-contiguous [rows, C] view)."""
         binding = self._suffix.io_binding()
         for name, value in tapped.items():
             if isinstance(value, np.ndarray):
@@ -144,7 +154,11 @@ class Explainer:
             else:
                 binding.bind_ortvalue_input(name, value)
         binding.bind_cpu_input(IMAGE, np.array([image], np.int64))
-        binding.bind_cpu_input(ROW_WEIGHT, np.ascontiguousarray(weight))
+        binding.bind_cpu_input(SLOT_TOKEN, np.ascontiguousarray(slots.token))
+        binding.bind_cpu_input(SLOT_WEIGHT, np.ascontiguousarray(slots.weight))
+        if self.info.slots:
+            binding.bind_cpu_input(SLOT_LOG_COUNT, np.ascontiguousarray(slots.log_count))
+            binding.bind_cpu_input(TOKEN_SLOT, np.ascontiguousarray(slots.token_slot))
         binding.bind_output(self.info.output_name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
         self._suffix.run_with_iobinding(binding)
 
@@ -180,22 +194,28 @@ def choose_targets(targets, scores: np.ndarray, classes: int) -> np.ndarray:
     return chosen
 
 
-def _write_graphs(split: SplitModel, residual: str, folder: Path) -> tuple[Path, Path]:
-    """prefix.onnx and the masked suffix, written into ``folder``."""
+def _write_graphs(split: SplitModel, residual: str, precision: str, folder: Path) -> tuple[Path, Path]:
+    """prefix.onnx and the masked suffix (in ``precision``), written into ``folder``."""
     prefix, suffix = folder / "prefix.onnx", folder / "suffix.onnx"
     prefix.write_bytes(split.prefix.SerializeToString())
-    suffix.write_bytes(masked_suffix(split.suffix, split.info.masked_inputs, residual).SerializeToString())
+    masked = masked_suffix(split.suffix, residual)
+    if precision == "float16":
+        masked = to_float16(masked)
+    suffix.write_bytes(masked.SerializeToString())
     return prefix, suffix
 
 
 def default_max_batch(info: SplitInfo, device: str) -> int:
     """Copies per suffix run: within the device's activation budget, and on CPU about
-    CPU_TOKENS_PER_RUN token rows (cache-sized runs are faster there)."""
+    CPU_TOKENS_PER_RUN token rows (cache-sized runs are faster there). A copy costs T rows,
+    or only its slots when its one block after the tap runs attention on distinct rows."""
     heads = max(1, info.width // 64)
     per_row = 4 * info.tokens * (16 * info.width + 2 * heads * info.tokens)
     rows = MEMORY_BUDGET_BYTES[device] // per_row
     if device == "cpu":
-        rows = min(rows, CPU_TOKENS_PER_RUN // info.tokens)
+        last = info.block == info.blocks - 1
+        computed = info.prefix_tokens + SLOTS_PER_3X3 if info.slots and last else info.tokens
+        rows = min(rows, CPU_TOKENS_PER_RUN // computed)
     return int(np.clip(rows, 1, 1024))
 
 

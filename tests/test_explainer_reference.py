@@ -13,6 +13,7 @@ import onnx
 import pytest
 
 from reciprocam_onnx import Explainer
+from reciprocam_onnx.errors import OptionError
 from reciprocam_onnx.graph.split import save_split, split_model
 from tests.conftest import random_images
 from tests.torch_reference import as_float64, reference_explain
@@ -106,3 +107,15 @@ def test_chunk_size_does_not_change_maps(exported):
     whole = Explainer(path, max_batch=1000).explain_all(images)
     for rows in (1, 7, 50):
         np.testing.assert_allclose(Explainer(path, max_batch=rows).explain_all(images), whole, atol=1e-6)
+
+
+def test_float16_scores_stay_close_to_float32(exported):
+    """precision="float16" (meant for CUDA; ONNX Runtime also runs it on CPU) changes raw scores by
+    float16 rounding only; a bad precision name is refused."""
+    path, _, fam = exported("timm-deit-tiny")
+    images = random_images(2, fam.input_size)
+    full = Explainer(path, score="logits").cell_scores(images)[1]
+    half = Explainer(path, score="logits", precision="float16").cell_scores(images)[1]
+    np.testing.assert_allclose(half, full, atol=2e-2 * float(np.abs(full).max()))
+    with pytest.raises(OptionError, match="precision"):
+        Explainer(path, precision="bfloat16")

@@ -12,6 +12,8 @@ import pytest
 from reciprocam_onnx import Explainer, load_split, save_split, split_model
 from reciprocam_onnx.errors import BlockIndexError, SplitMismatchError
 from reciprocam_onnx.graph.blocks import find_blocks
+from reciprocam_onnx.graph.distinct import SLOT_LOG_COUNT, TOKEN_SLOT
+from reciprocam_onnx.graph.masking import masked_suffix
 from reciprocam_onnx.graph.facts import analyse
 from reciprocam_onnx.graph.split import RESIDUAL, export_like
 from reciprocam_onnx.graph.verify import verify_split
@@ -76,7 +78,12 @@ def test_static_batch_suffix_takes_any_batch(family, exported):
     scales = np.linspace(0.2, 1.0, 5, dtype=np.float32)[:, None, None]
 
     def run(scale):
-        return suffix.run(None, {k: v if k == RESIDUAL else v * scale for k, v in tapped.items()})[0]
+        feeds = {k: v if k == RESIDUAL else v * scale for k, v in tapped.items()}
+        if split.info.slots:  # one slot per token
+            rows, tokens = len(scale), split.info.tokens
+            feeds[SLOT_LOG_COUNT] = np.zeros((rows, tokens), np.float32)
+            feeds[TOKEN_SLOT] = np.tile(np.arange(tokens), (rows, 1))
+        return suffix.run(None, feeds)[0]
 
     batched = run(scales)
     single = [run(s[None])[0] for s in scales]
@@ -106,10 +113,15 @@ def test_broken_split_is_detected(exported):
     ("timm-vit-tiny", True, 1), ("timm-deit-tiny-distilled", True, 1), ("timm-no-cls-avgpool", False, 1),
     ("huggingface", True, 3), ("torchvision", True, 0)])
 def test_optimised_suffix_structure(family, sliced, hoisted, exported):
-    """Head-row slicing where the head reads fixed rows; F projected once per image where it can be."""
+    """Head-row slicing where the head reads fixed rows; F projected once per image where it can be;
+    the target block's attention on distinct rows everywhere."""
     path, _, _ = exported(family)
     split = split_model(path)
     gathers = [n for n in split.suffix.graph.node if n.name.endswith("_head_rows_gather")]
     assert len(gathers) == (2 if sliced else 0)
     assert sum(name.startswith("normed_projected_") for name in split.info.masked_inputs) == hoisted
     assert split.info.optimized and not split_model(path, optimize=False).info.optimized
+    assert split.info.slots  # the target block's attention runs on distinct rows
+    onnx.checker.check_model(split.suffix, full_check=True)
+    onnx.checker.check_model(masked_suffix(split.suffix, "masked"), full_check=True)
+    assert {SLOT_LOG_COUNT, TOKEN_SLOT} <= {i.name for i in split.suffix.graph.input}

@@ -9,8 +9,10 @@ one output axis consistently with memory layout; those choices are searched
 depth-first, and a choice that a later op contradicts (a contraction, a
 normalisation or a constant over that axis) is abandoned.
 
-Two rewrites use this: :func:`make_batch_dynamic` (a fixed batch of 1 becomes
-``-1`` in every batch-carrying Reshape) and the row slicing of rows.py.
+Three rewrites use this: :func:`make_batch_dynamic` (a fixed batch of 1 becomes
+``-1`` in every batch-carrying Reshape), the row slicing of rows.py and the
+distinct-row attention of distinct.py (an axis of ``size`` elements only fits
+a Reshape output axis that can hold them).
 """
 from __future__ import annotations
 
@@ -40,15 +42,16 @@ _SEARCH_BUDGET = 20_000
 
 
 def follow_axis(graph: gs.Graph, shapes: dict[str, tuple[int, ...]], start: dict[str, Place],
-                sinks: frozenset[str] = frozenset()) -> tuple[dict[str, int] | None, gs.Node | None]:
-    """Follow an axis from ``start`` (tensor name -> place) through ``graph``.
+                sinks: frozenset[str] = frozenset(), size: int = 1
+                ) -> tuple[dict[str, int] | None, gs.Node | None]:
+    """Follow an axis of ``size`` elements from ``start`` (tensor name -> place) through ``graph``.
 
     ``shapes`` holds every tensor's shape as the graph runs now; nodes named in
     ``sinks`` consume the axis without passing it on. Returns ({Reshape node
     name: output axis that holds it}, None), or (None, the node where every
     choice failed).
     """
-    search = _Search(list(graph.toposort().nodes), shapes, sinks)
+    search = _Search(list(graph.toposort().nodes), shapes, sinks, size)
     choices = search.solve(0, dict(start), {})
     return choices, (None if choices is not None else search.failed_at)
 
@@ -76,8 +79,9 @@ def make_batch_dynamic(graph: gs.Graph, shapes: dict[str, tuple[int, ...]]) -> i
 class _Search:
     """Depth-first search over the Reshape choices, pruned by contradictions."""
 
-    def __init__(self, nodes: list[gs.Node], shapes: dict[str, tuple[int, ...]], sinks: frozenset[str]):
-        self.nodes, self.shapes, self.sinks = nodes, shapes, sinks
+    def __init__(self, nodes: list[gs.Node], shapes: dict[str, tuple[int, ...]], sinks: frozenset[str],
+                 size: int):
+        self.nodes, self.shapes, self.sinks, self.size = nodes, shapes, sinks, size
         self.steps, self.failed_at = 0, nodes[0] if nodes else None
         self.furthest = -1
 
@@ -87,7 +91,7 @@ class _Search:
             if self.steps > _SEARCH_BUDGET:
                 return None
             node = self.nodes[i]
-            options = [({}, {})] if node.name in self.sinks else _transfer(node, places, self.shapes)
+            options = [({}, {})] if node.name in self.sinks else _transfer(node, places, self.shapes, self.size)
             if not options:
                 if i > self.furthest:
                     self.furthest, self.failed_at = i, self.nodes[i]
@@ -104,11 +108,13 @@ class _Search:
         return rewrites
 
 
-def _transfer(node: gs.Node, places: dict[str, Place], shapes: dict) -> list[Option]:
+def _transfer(node: gs.Node, places: dict[str, Place], shapes: dict, size: int) -> list[Option]:
     """Where the axis goes through ``node``: [] if contradicted, several for Reshape."""
     carried = [(k, t) for k, t in enumerate(node.inputs) if t.name in places]
     if not carried:
         return [({}, {})]
+    if node.op == "Reshape":
+        return _reshape(node, places, shapes, size)
     rule = _RULES.get(node.op)
     if rule is None and node.op in _ELEMENTWISE:
         rule = _elementwise
@@ -292,7 +298,7 @@ def _flatten(node, places, shapes) -> list[Option]:
     return _same_place(node, (1, inner * math.prod(dims[axis + 1:])))
 
 
-def _reshape(node, places, shapes) -> list[Option]:
+def _reshape(node, places, shapes, size: int) -> list[Option]:
     data, target = node.inputs
     if target.name in places or constant_value(target) is None:
         return []
@@ -302,7 +308,7 @@ def _reshape(node, places, shapes) -> list[Option]:
     options = []
     for j in range(len(out)):
         below = math.prod(out[j + 1:])
-        if stride % below or out[j] % (stride // below):
+        if stride % below or out[j] % (stride // below * size):
             continue
         options.append(({node.outputs[0].name: (j, stride // below)}, {node.name: j}))
     options.sort(key=lambda o: (out[next(iter(o[0].values()))[0]] != 1,))
@@ -314,5 +320,5 @@ _RULES: dict[str, Callable[..., list[Option]]] = {
     "MatMul": _matmul, "Gemm": _gemm, "Transpose": _transpose, "Gather": _gather,
     "Slice": _slice, "Concat": _concat_or_split, "Split": _concat_or_split,
     "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Expand": _expand,
-    "Flatten": _flatten, "Reshape": _reshape,
+    "Flatten": _flatten,
 }

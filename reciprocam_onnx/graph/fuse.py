@@ -3,7 +3,7 @@
     image ─► the model itself ─────────────────────────────────────► logits [B, C]
                  │ R, F (and F's projections) at the target block
                  ▼
-    copies = F[:, None] * W[None, :, :, None]   (W: the [h*w, T] mask table, a constant)
+    copies = F[:, slot_token] * slot_weight     (slots.py: constant tables, [h*w, U])
     R broadcast (or masked) ─► suffix ─► scores [B, h*w, C] ─► min-max per image and class
                                         ─► saliency [B, C, h, w], saliency_u8
 
@@ -25,7 +25,9 @@ import onnx_graphsurgeon as gs
 
 from ..errors import OptionError
 from ..masks import cell_weights
+from ..slots import EMPTY, Slots, compact_slots, identity_slots
 from .builder import OpBuilder
+from .distinct import SLOT_LOG_COUNT, TOKEN_SLOT
 from .masking import check_residual
 from .model import ModelSource, load_model, metadata
 from .gsutil import constant_value
@@ -51,7 +53,8 @@ def fuse(source: ModelSource, block: int = -2, kernel: str = "3x3", cls_token: b
     split = split_model(model, block, optimize=optimize)
     info = split.info
     weights = cell_weights(info.grid, info.prefix_tokens, kernel, cls_token)
-    graph = _core(model, split, weights, score, residual, chunk)
+    slots = compact_slots(weights, info.prefix_tokens) if info.slots else identity_slots(weights)
+    graph = _core(model, split, slots, score, residual, chunk)
     if info.static_batch is not None:
         graph = _loop_over_images(graph, info)
     fused = export_like(graph.cleanup().toposort(), model)
@@ -70,7 +73,7 @@ def fused_options(model: onnx.ModelProto) -> tuple[dict, SplitInfo] | None:
     return json.loads(props[FUSED_KEY]), SplitInfo.from_json(props["reciprocam.split"])
 
 
-def _core(model: onnx.ModelProto, split: SplitModel, weights: np.ndarray, score: str, residual: str,
+def _core(model: onnx.ModelProto, split: SplitModel, slots: Slots, score: str, residual: str,
           chunk: int | None) -> gs.Graph:
     """The model itself (its logits, bit for bit) + masked copies of its tapped tensors
     through the suffix + scores and maps, for the source model's batch."""
@@ -79,11 +82,12 @@ def _core(model: onnx.ModelProto, split: SplitModel, weights: np.ndarray, score:
     logits = graph.outputs[0]
     b = OpBuilder(graph, "reciprocam/")
     copies = _Copies(split, _tapped(b, split), residual)
+    tables = copies.tables(slots)
     if chunk is None:
-        cell_logits = copies.logits(b, b.const("rows", weights), len(weights))
+        cell_logits = copies.logits(b, {key: b.const(key, value) for key, value in tables.items()}, len(slots))
     else:
-        cell_logits = _chunked(b, copies, weights, chunk)
-    cells = b.reshape(cell_logits, [-1, len(weights), info.classes])
+        cell_logits = _chunked(b, copies, tables, chunk)
+    cells = b.reshape(cell_logits, [-1, len(slots), info.classes])
     scores = b.op("Softmax", [cells], {"axis": -1}) if score == "softmax" else cells
     saliency = _saliency(b, scores, info)
     saliency_u8 = b.op("Cast", [b.op("Round", [b.op("Mul", [saliency, b.const("u8", np.float32(255))])])],
@@ -112,22 +116,45 @@ class _Copies:
 
     def __init__(self, split: SplitModel, tapped: dict[str, gs.Tensor], residual: str):
         self.suffix, self.info, self.tapped = split.suffix, split.info, tapped
-        self.masked = set(split.info.masked_inputs) | ({RESIDUAL} if residual == "masked" else set())
-        self.widths = {i.name: i.type.tensor_type.shape.dim[2].dim_value for i in split.suffix.graph.input}
+        self.masked_residual = residual == "masked"
+        self.widths = {i.name: i.type.tensor_type.shape.dim[2].dim_value for i in split.suffix.graph.input
+                       if i.name in tapped}
 
-    def logits(self, b: OpBuilder, rows: gs.Tensor, n: int) -> gs.Variable:
-        """Suffix logits [B * n, C] for the n weight rows ``rows`` [n, T] of every image."""
-        tokens = self.info.tokens
-        column = b.reshape(rows, [1, n, tokens, 1])
+    def tables(self, slots: Slots) -> dict[str, np.ndarray]:
+        """The per-copy tables the copies are built from (slot tables, per-token weights)."""
+        tables = {"token": slots.token, "weight": slots.weight}
+        if self.info.slots:
+            tables.update(log_count=slots.log_count, token_slot=slots.token_slot)
+        if self.masked_residual:
+            tables["token_weight"] = slots.token_weight
+        return tables
+
+    def logits(self, b: OpBuilder, tables: dict[str, gs.Tensor], n: int) -> gs.Variable:
+        """Suffix logits [B * n, C] for the n copies described by ``tables`` of every image."""
+        tokens, width = self.info.tokens, self.info.width
+        slots = int(tables["token"].shape[1])
+        residual = b.reshape(self.tapped[RESIDUAL], [0, 1, tokens, width])  # [B, 1, T, D]
+        batch = b.op("Gather", [b.op("Shape", [residual], dtype=np.int64), b.const("first", np.array([0]))],
+                     {"axis": 0}, dtype=np.int64)
         inputs = {}
         for name, tensor in self.tapped.items():
-            width = self.widths[name]
-            image = b.reshape(tensor, [0, 1, tokens, width])  # [B, 1, T, k]
-            if name in self.masked:
-                copies = b.op("Mul", [image, column])
+            if name != RESIDUAL:  # [B, T, k] -> [B, n, U, k]
+                rows = b.op("Gather", [tensor, tables["token"]], {"axis": 1})
+                copies = b.op("Mul", [rows, b.reshape(tables["weight"], [1, n, slots, 1])])
+                inputs[name] = b.reshape(copies, [-1, slots, self.widths[name]])
+            elif self.masked_residual:
+                copies = b.op("Mul", [residual, b.reshape(tables["token_weight"], [1, n, tokens, 1])])
+                inputs[name] = b.reshape(copies, [-1, tokens, width])
             else:
-                copies = b.op("Expand", [image, b.const("rows", np.array([1, n, 1, 1], np.int64))])
-            inputs[name] = b.reshape(copies, [-1, tokens, width])
+                copies = b.op("Expand", [residual, b.const("rows", np.array([1, n, 1, 1], np.int64))])
+                inputs[name] = b.reshape(copies, [-1, tokens, width])
+        for name, key in ((SLOT_LOG_COUNT, "log_count"), (TOKEN_SLOT, "token_slot")):
+            if key in tables:  # the same for every image
+                table = tables[key]
+                size = int(table.shape[1])
+                shape = b.op("Concat", [batch, b.const("size", np.array([n, size]))], {"axis": 0}, dtype=np.int64)
+                expanded = b.op("Expand", [b.reshape(table, [1, n, size]), shape], dtype=table.dtype)
+                inputs[name] = b.reshape(expanded, [-1, size])
         return _inline(b, self.suffix, inputs)
 
 
@@ -150,20 +177,27 @@ def _inline(b: OpBuilder, suffix: onnx.ModelProto, inputs: dict[str, gs.Tensor])
     return sub.outputs[0]
 
 
-def _chunked(b: OpBuilder, copies: _Copies, rows: np.ndarray, chunk: int) -> gs.Variable:
-    """As copies.logits, ``chunk`` rows per iteration of an ONNX Loop: [B * len(rows), C]."""
-    steps = -(-len(rows) // chunk)
-    padded = np.zeros((steps * chunk, rows.shape[1]), np.float32)
-    padded[:len(rows)] = rows
+def _chunked(b: OpBuilder, copies: _Copies, tables: dict[str, np.ndarray], chunk: int) -> gs.Variable:
+    """As copies.logits, ``chunk`` copies per iteration of an ONNX Loop: [B * copies, C]."""
+    count = len(tables["token"])
+    steps = -(-count // chunk)
     body = gs.Graph(opset=b.opset)
     inner = OpBuilder(body, b.prefix + "chunk/")
     step = gs.Variable(inner.name("step"), np.int64, [])
     keep = gs.Variable(inner.name("cond_in"), np.bool_, [])
     first = inner.reshape(inner.op("Mul", [step, inner.const("chunk", np.int64(chunk))], dtype=np.int64), [1])
     last = inner.op("Add", [first, inner.const("n", np.array([chunk]))], dtype=np.int64)
-    table = inner.op("Slice", [inner.const("rows", padded), first, last, inner.const("axis", np.array([0]))])
+    sliced = {}
+    for key, table in tables.items():  # padded to whole chunks; the padding's scores are dropped
+        padded = np.zeros((steps * chunk, table.shape[1]), table.dtype)
+        padded[:count] = table
+        if key == "log_count":
+            padded[count:] = EMPTY
+        sliced[key] = inner.op("Slice", [inner.const(key, padded), first, last, inner.const("axis", np.array([0]))],
+                               dtype=table.dtype)
+        sliced[key].shape = [chunk, table.shape[1]]
     classes = copies.info.classes
-    scores = inner.reshape(copies.logits(inner, table, chunk), [-1, chunk, classes])
+    scores = inner.reshape(copies.logits(inner, sliced, chunk), [-1, chunk, classes])
     scores.shape = ["batch", chunk, classes]
     cond_out = inner.op("Identity", [keep], dtype=np.bool_)
     cond_out.shape = []
@@ -172,7 +206,7 @@ def _chunked(b: OpBuilder, copies: _Copies, rows: np.ndarray, chunk: int) -> gs.
                    {"body": body})  # [steps, B, chunk, C]
     ordered = b.op("Transpose", [stacked], {"perm": [1, 0, 2, 3]})
     flat = b.reshape(ordered, [0, steps * chunk, classes])
-    kept = b.op("Slice", [flat, b.const("s", np.array([0])), b.const("e", np.array([len(rows)])),
+    kept = b.op("Slice", [flat, b.const("s", np.array([0])), b.const("e", np.array([count])),
                           b.const("ax", np.array([1]))])
     return b.reshape(kept, [-1, classes])
 

@@ -28,6 +28,7 @@ from .layernorm import find_layernorms
 log = logging.getLogger(__name__)
 
 _PASS_THROUGH = {"Mul", "Div", "Add", "Sub", "Cast", "Where"}
+HEAD_ROWS = "_head_rows_gather"  # name suffix of the Gathers that pick the head rows
 
 
 def keep_head_rows(graph: gs.Graph, shapes: dict[str, tuple[int, ...]], last: Block, tokens: int) -> list[int] | None:
@@ -56,7 +57,7 @@ def keep_head_rows(graph: gs.Graph, shapes: dict[str, tuple[int, ...]], last: Bl
         node.inputs[1] = gs.Constant(f"{node.name}_row", np.vectorize(rows.index)(old).astype(np.int64))
     shapes = {**shapes, q_rows.name: shapes[q.name], x_rows.name: shapes[x.name]}
     start = {q_rows.name: (axes[0], 1), x_rows.name: (1, 1)}
-    choices, failed = follow_axis(graph, shapes, start, frozenset(n.name for n in pools))
+    choices, failed = follow_axis(graph, shapes, start, frozenset(n.name for n in pools), len(rows))
     if choices is None:
         raise ValueError(f"token rows cannot be followed through {failed.op} node {failed.name!r}")
     _scale_reshapes(graph, choices, tokens, len(rows))
@@ -94,7 +95,7 @@ def _query_matmul(normed: gs.Variable, attention_output: gs.Variable) -> gs.Node
 def _gather(graph: gs.Graph, tensor: gs.Tensor, index: gs.Constant, axis: int, reader: gs.Node) -> gs.Variable:
     """Insert Gather(tensor, index, axis) and make ``reader`` read it instead of ``tensor``."""
     out = gs.Variable(f"{tensor.name}_head_rows", dtype=tensor.dtype)
-    graph.nodes.append(gs.Node("Gather", f"{tensor.name}_head_rows_gather", {"axis": axis}, [tensor, index], [out]))
+    graph.nodes.append(gs.Node("Gather", f"{tensor.name}{HEAD_ROWS}", {"axis": axis}, [tensor, index], [out]))
     reader.inputs = [out if t is tensor else t for t in reader.inputs]
     return out
 

@@ -23,6 +23,7 @@ from ..fileio import write_bytes_atomic, write_text_atomic
 from ..model_info import ModelInfo, read_model_info
 from ..runtime import release_memory
 from .axes import make_batch_dynamic
+from .distinct import share_slots
 from .hoist import hoist_projections
 from .rows import keep_head_rows
 from .facts import ModelFacts, analyse
@@ -56,6 +57,7 @@ class SplitInfo:
     normed_tensor: str
     masked_inputs: tuple[str, ...] = (NORMED,)
     optimized: bool = False
+    slots: bool = False  # masked inputs are a copy's distinct rows (graph/distinct.py)
     model: ModelInfo = ModelInfo()
 
     @property
@@ -99,8 +101,9 @@ def split_model(source: ModelSource, block: int = -2, verify: bool = True, optim
     """Cut ``source`` at ``block``; with ``verify``, check suffix(prefix(x)) == model(x).
 
     ``optimize`` rewrites the suffix to compute only what the logits need
-    (rows.py) and projects F once per image (hoist.py); the results are the
-    same, the work is less.
+    (rows.py), projects F once per image (hoist.py) and runs the target
+    block's attention on each copy's distinct rows (distinct.py); the results
+    are the same, the work is less.
     """
     from .verify import verify_split
 
@@ -114,12 +117,15 @@ def split_model(source: ModelSource, block: int = -2, verify: bool = True, optim
     prefix = _cut(model, {facts.input.name: facts.input.name}, tap, tokens)
     suffix = _suffix(model, facts, tap, index, optimize)
     masked = [NORMED]
+    slots = False
     if optimize:
         prefix, suffix, masked = hoist_projections(prefix, suffix, NORMED, export_like)
+        compact = share_slots(suffix, tuple(masked), target.attention_output, facts.tokens, export_like)
+        suffix, slots = (suffix, False) if compact is None else (compact, True)
     spec = facts.input
     info = SplitInfo(index, len(facts.blocks), spec.name, (spec.channels, *spec.size), spec.static_batch,
                      facts.output, facts.tokens, facts.prefix_tokens, facts.grid, facts.width,
-                     facts.classes, target.residual, target.normed, tuple(masked), optimize,
+                     facts.classes, target.residual, target.normed, tuple(masked), optimize, slots,
                      read_model_info(model, path))
     split = SplitModel(prefix, suffix, info)
     log.info("split at block %d of %d", index, len(facts.blocks))

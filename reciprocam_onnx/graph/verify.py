@@ -8,7 +8,10 @@ import numpy as np
 import onnx
 
 from ..errors import SplitMismatchError
+from ..masks import cell_weights
 from ..runtime import lean_session, release_memory
+from ..slots import Slots, compact_slots, identity_slots
+from .distinct import SLOT_LOG_COUNT, TOKEN_SLOT
 from .split import RESIDUAL, SplitModel
 
 log = logging.getLogger(__name__)
@@ -17,34 +20,59 @@ TOLERANCE = 1e-4
 
 
 def verify_split(original: onnx.ModelProto | Path, split: SplitModel, tolerance: float = TOLERANCE) -> float:
-    """Max abs logit difference over two images, batched and broadcast; raise if too big.
+    """Max abs logit difference, relative to the logit scale; raise if above ``tolerance``.
 
     Checks suffix([R1;R2], [F1;F2]) and suffix(R1, [F1;F1]) (F: every masked
-    input, e.g. F's projections) against the
-    original model run on each image alone. The tolerance is relative to the
-    logit scale (max |logit|, at least 1).
+    input, e.g. F's projections) against the original model run on each
+    image alone. A suffix that takes slots (distinct.py) must also give two
+    masked copies of image 1 the same logits in slot form as one row per
+    token. The scale is max |logit|, at least 1.
     """
-    name = split.info.input_name
-    images = [np.random.default_rng(seed).standard_normal((1, *split.info.input_shape), dtype=np.float32)
+    info = split.info
+    images = [np.random.default_rng(seed).standard_normal((1, *info.input_shape), dtype=np.float32)
               for seed in (1, 2)]
     session = lean_session(original)  # one session at a time: their weights do not stack
-    expected = np.concatenate([session.run(None, {name: x})[0] for x in images])
+    expected = np.concatenate([session.run(None, {info.input_name: x})[0] for x in images])
     session = lean_session(split.prefix)
-    names = [RESIDUAL, *split.info.masked_inputs]
-    outputs = [session.run(names, {name: x}) for x in images]
+    names = [RESIDUAL, *info.masked_inputs]
+    outputs = [session.run(names, {info.input_name: x}) for x in images]
     tapped = {key: np.concatenate(parts) for key, parts in zip(names, zip(*outputs))}
     session = lean_session(split.suffix)
-    batched = session.run(None, tapped)[0]
-    copies = {key: value[[0, 0]] for key, value in tapped.items()}
-    broadcast = session.run(None, {**copies, RESIDUAL: tapped[RESIDUAL][:1]})[0]
+    plain = identity_slots(np.ones((2, info.tokens), np.float32))
+    batched = session.run(None, _feeds(tapped, info.masked_inputs, plain, info.slots, per_image=True))[0]
+    first = {key: value[:1] for key, value in tapped.items()}
+    broadcast = session.run(None, _feeds(first, info.masked_inputs, plain, info.slots))[0]
+    errors = [np.abs(batched - expected).max(), np.abs(broadcast - expected[[0, 0]]).max()]
+    if info.slots:
+        weights = cell_weights(info.grid, info.prefix_tokens)[[0, info.cells // 2]]
+        as_rows = session.run(None, _feeds(first, info.masked_inputs, identity_slots(weights), True))[0]
+        as_slots = session.run(None, _feeds(first, info.masked_inputs,
+                                            compact_slots(weights, info.prefix_tokens), True))[0]
+        errors.append(np.abs(as_slots - as_rows).max())
     del session
     release_memory()
     scale = max(1.0, float(np.abs(expected).max()))
-    error = max(np.abs(batched - expected).max(), np.abs(broadcast - expected[[0, 0]]).max()) / scale
+    error = float(max(errors)) / scale
     if not error <= tolerance:
         raise SplitMismatchError(
             f"suffix(prefix(x)) differs from the model's logits by {error:.3g} "
             f"(relative to the logit scale {scale:.3g}; tolerance {tolerance:g})"
         )
     log.info("verified split: max relative logit difference %.2e", error)
-    return float(error)
+    return error
+
+
+def _feeds(tapped: dict[str, np.ndarray], masked: tuple[str, ...], slots: Slots, with_slots: bool,
+           per_image: bool = False) -> dict[str, np.ndarray]:
+    """Suffix inputs for the copies ``slots`` of the tapped image (of image i for row i if ``per_image``)."""
+    feeds = {}
+    for name, value in tapped.items():
+        if name not in masked:
+            feeds[name] = value
+            continue
+        source = value if per_image else np.broadcast_to(value[:1], (len(slots), *value.shape[1:]))
+        rows = np.take_along_axis(source, slots.token[:, :, None], axis=1)
+        feeds[name] = np.ascontiguousarray(rows * slots.weight[:, :, None], np.float32)
+    if with_slots:
+        feeds[SLOT_LOG_COUNT], feeds[TOKEN_SLOT] = slots.log_count, slots.token_slot
+    return feeds
