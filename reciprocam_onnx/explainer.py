@@ -27,7 +27,7 @@ from .graph.masking import IMAGE, SLOT_TOKEN, SLOT_WEIGHT, masked_suffix
 from .graph.precision import check_precision, to_float16
 from .graph.split import RESIDUAL, SplitInfo, SplitModel, is_split_folder, load_split, split_model
 from .masks import cell_weights
-from .slots import Slots, compact_slots, identity_slots
+from .slots import Slots, copy_slots, identity_slots
 from .normalise import minmax_normalise
 from .runtime import make_session, on_cuda, release_memory
 
@@ -78,7 +78,7 @@ class Explainer:
         self.score = score
         weights = cell_weights(info.grid, info.prefix_tokens, kernel, cls_token)
         self._unmasked = identity_slots(np.ones((1, info.tokens), np.float32))
-        self._cells = compact_slots(weights, info.prefix_tokens) if info.slots else identity_slots(weights)
+        self._cells = copy_slots(weights, info.prefix_tokens, info.slots)
         with tempfile.TemporaryDirectory(prefix="reciprocam-") as folder:
             paths = _write_graphs(split, residual, precision, Path(folder))
             del split  # ONNX Runtime holds far less memory reading a file than given bytes

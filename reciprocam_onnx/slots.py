@@ -46,6 +46,11 @@ class Slots:
         return np.take_along_axis(self.weight, self.token_slot, axis=1)
 
 
+def copy_slots(weights: np.ndarray, prefix_tokens: int, compact: bool) -> Slots:
+    """The slot tables a suffix takes: compact if it runs attention on distinct rows, else one per token."""
+    return compact_slots(weights, prefix_tokens) if compact else identity_slots(weights)
+
+
 def identity_slots(weights: np.ndarray) -> Slots:
     """One slot per token: ``U = T``, every count 1."""
     n, tokens = weights.shape

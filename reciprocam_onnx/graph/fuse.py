@@ -25,7 +25,7 @@ import onnx_graphsurgeon as gs
 
 from ..errors import OptionError
 from ..masks import cell_weights
-from ..slots import EMPTY, Slots, compact_slots, identity_slots
+from ..slots import EMPTY, Slots, copy_slots
 from .builder import OpBuilder
 from .distinct import SLOT_LOG_COUNT, TOKEN_SLOT
 from .masking import check_residual
@@ -53,7 +53,7 @@ def fuse(source: ModelSource, block: int = -2, kernel: str = "3x3", cls_token: b
     split = split_model(model, block, optimize=optimize)
     info = split.info
     weights = cell_weights(info.grid, info.prefix_tokens, kernel, cls_token)
-    slots = compact_slots(weights, info.prefix_tokens) if info.slots else identity_slots(weights)
+    slots = copy_slots(weights, info.prefix_tokens, info.slots)
     graph = _core(model, split, slots, score, residual, chunk)
     if info.static_batch is not None:
         graph = _loop_over_images(graph, info)
