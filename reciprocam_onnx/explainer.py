@@ -164,10 +164,15 @@ class Explainer:
 
 
 def to_scores(logits: np.ndarray, score: str) -> np.ndarray:
-    """Softmax over the last axis, or the logits themselves."""
+    """Softmax over the last axis (float64), or the logits themselves.
+
+    float64 because a confident model's top score sits within float32 rounding
+    of 1.0, where the masked copies' differences (the map) would vanish.
+    """
     if score == "logits":
         return logits
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    wide = logits.astype(np.float64)
+    shifted = np.exp(wide - wide.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 

@@ -9,12 +9,13 @@ def minmax_normalise(maps: np.ndarray) -> np.ndarray:
     """Scale each map (last two axes) to [0, 1] as (m - min) / (max - min).
 
     Works on a single ``[h, w]`` map or any stack ``[..., h, w]``. A constant
-    map becomes all zeros, so the result is never NaN. Returns float32.
+    map becomes all zeros, so the result is never NaN. Computes in float64 (scores
+    near 1.0 differ below float32 resolution) and returns float32.
     """
-    m = np.asarray(maps, dtype=np.float32)
+    m = np.asarray(maps, dtype=np.float64)
     if m.ndim < 2:
         raise ValueError(f"expected maps with at least 2 dims, got shape {m.shape}")
     lo = m.min(axis=(-2, -1), keepdims=True)
     span = m.max(axis=(-2, -1), keepdims=True) - lo
-    safe = np.where(span > 0, span, np.float32(1))
-    return np.where(span > 0, (m - lo) / safe, np.float32(0)).astype(np.float32)
+    safe = np.where(span > 0, span, 1.0)
+    return np.where(span > 0, (m - lo) / safe, 0.0).astype(np.float32)

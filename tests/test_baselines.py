@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from reciprocam_onnx.baselines import centre_maps, random_maps, rise_maps
+from reciprocam_onnx.explainer import to_scores
 from reciprocam_onnx.normalise import minmax_normalise
 
 SIZE = 32
@@ -46,6 +47,15 @@ def test_minmax_normalise_per_map_and_constant():
     np.testing.assert_array_equal(out[1], 0.0)
     assert out.dtype == np.float32 and not np.isnan(out).any()
     np.testing.assert_allclose(minmax_normalise(maps[0]), out[0])
+
+
+def test_confident_softmax_keeps_its_map():
+    """Top scores within float32 rounding of 1.0 still rank: softmax and min-max work in float64."""
+    logits = np.zeros((2, 2, 3), np.float32)
+    logits[..., 0] = [[20.0, 21.0], [22.0, 23.0]]  # softmax of class 0: 1 - 4e-9 ... 1 - 2e-10
+    scores = to_scores(logits, "softmax")
+    assert np.float32(scores[0, 0, 0]) == np.float32(scores[1, 1, 0]) == 1.0  # float32 could not tell them apart
+    np.testing.assert_allclose(minmax_normalise(scores[..., 0]).ravel(), [0.0, 0.665, 0.910, 1.0], atol=1e-3)
 
 
 def test_minmax_normalise_rejects_1d():

@@ -32,9 +32,10 @@ class OpBuilder:
 
     def reduce(self, op: str, x: gs.Tensor, axes: list[int]) -> gs.Variable:
         """ReduceMin/ReduceMax keeping dims, with axes as attribute (< 18) or input (>= 18)."""
+        dtype = x.dtype or np.float32
         if self.opset >= 18:
-            return self.op(op, [x, self.const("axes", np.array(axes, np.int64))], {"keepdims": 1})
-        return self.op(op, [x], {"axes": axes, "keepdims": 1})
+            return self.op(op, [x, self.const("axes", np.array(axes, np.int64))], {"keepdims": 1}, dtype=dtype)
+        return self.op(op, [x], {"axes": axes, "keepdims": 1}, dtype=dtype)
 
     def squeeze(self, x: gs.Tensor, axes: list[int], out: gs.Variable | None = None) -> gs.Variable:
         """Squeeze with axes as attribute (< 13) or input (>= 13)."""

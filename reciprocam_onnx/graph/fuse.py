@@ -88,7 +88,11 @@ def _core(model: onnx.ModelProto, split: SplitModel, slots: Slots, score: str, r
     else:
         cell_logits = _chunked(b, copies, tables, chunk)
     cells = b.reshape(cell_logits, [-1, len(slots), info.classes])
-    scores = b.op("Softmax", [cells], {"axis": -1}) if score == "softmax" else cells
+    if score == "softmax":  # in double, as Explainer: top scores differ below float32 resolution near 1.0
+        wide = b.op("Cast", [cells], {"to": onnx.TensorProto.DOUBLE}, dtype=np.float64)
+        scores = b.op("Softmax", [wide], {"axis": -1}, dtype=np.float64)
+    else:
+        scores = cells
     saliency = _saliency(b, scores, info)
     saliency_u8 = b.op("Cast", [b.op("Round", [b.op("Mul", [saliency, b.const("u8", np.float32(255))])])],
                        {"to": onnx.TensorProto.UINT8}, dtype=np.uint8)
@@ -212,14 +216,17 @@ def _chunked(b: OpBuilder, copies: _Copies, tables: dict[str, np.ndarray], chunk
 
 
 def _saliency(b: OpBuilder, cell_scores: gs.Variable, info: SplitInfo) -> gs.Variable:
-    """[B, cells, C] -> per image and class min-max over the cells -> [B, C, h, w]."""
-    per_class = b.op("Transpose", [cell_scores], {"perm": [0, 2, 1]})
+    """[B, cells, C] (float32 or float64) -> per image and class min-max over the cells -> float32 [B, C, h, w]."""
+    dtype = cell_scores.dtype
+    per_class = b.op("Transpose", [cell_scores], {"perm": [0, 2, 1]}, dtype=dtype)
     low = b.reduce("ReduceMin", per_class, [2])
-    span = b.op("Sub", [b.reduce("ReduceMax", per_class, [2]), low])
-    positive = b.op("Greater", [span, b.const("zero", np.float32(0))], dtype=np.bool_)
-    safe = b.op("Where", [positive, span, b.const("one", np.float32(1))])
-    scaled = b.op("Div", [b.op("Sub", [per_class, low]), safe])
-    flat = b.op("Where", [positive, scaled, b.const("zeros", np.float32(0))])
+    span = b.op("Sub", [b.reduce("ReduceMax", per_class, [2]), low], dtype=dtype)
+    positive = b.op("Greater", [span, b.const("zero", np.array(0, dtype))], dtype=np.bool_)
+    safe = b.op("Where", [positive, span, b.const("one", np.array(1, dtype))], dtype=dtype)
+    scaled = b.op("Div", [b.op("Sub", [per_class, low], dtype=dtype), safe], dtype=dtype)
+    flat = b.op("Where", [positive, scaled, b.const("zeros", np.array(0, dtype))], dtype=dtype)
+    if dtype != np.float32:
+        flat = b.op("Cast", [flat], {"to": onnx.TensorProto.FLOAT})
     return b.reshape(flat, [-1, info.classes, *info.grid])
 
 
