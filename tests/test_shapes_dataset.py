@@ -102,12 +102,11 @@ def test_shipped_model_maps_point_at_the_object() -> None:
     """
     from reciprocam_onnx import Explainer
     from reciprocam_onnx.metrics import pointing_game
+    from reciprocam_onnx.preprocess import normalise
 
     entry = json.loads((ROOT / "models" / "manifest.json").read_text())["models"]["shapes-vit"]
     samples = generate(40, seed=entry["heldout_seed"])
-    mean = np.array(entry["mean"], np.float32)[:, None, None]
-    std = np.array(entry["std"], np.float32)[:, None, None]
-    x = np.stack([(s.image.transpose(2, 0, 1) / 255.0 - mean) / std for s in samples]).astype(np.float32)
+    x = np.stack([normalise(s.image, entry["mean"], entry["std"]) for s in samples])
     out = Explainer(ROOT / "models" / entry["file"]).explain(x, targets=[s.label for s in samples])
     hits = [pointing_game(m, s.box, s.image.shape[:2]) for m, s in zip(out.maps, samples)]
     assert np.mean(hits) >= 0.7, f"pointing game {np.mean(hits):.2f} on 40 held-out images"
