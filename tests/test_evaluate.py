@@ -93,6 +93,22 @@ def test_report_files(report):
     assert picture.shape == (3 * 224, (1 + len(ev.METHODS)) * 224, 3)
 
 
+def test_pointing_game_by_class_adds_up_to_the_overall_one(report, model):
+    result, folder = report
+    names = [model.info.model.label(sample.label) for sample in generate(3, 1)]
+    by_class = json.loads((folder / "report.json").read_text())["pointing_game_by_class"]
+    assert list(by_class) == list(ev.METHODS)
+    for name, table in by_class.items():
+        assert sum(entry["n"] for entry in table.values()) == 3
+        assert sorted(table) == sorted(set(names))
+        overall = sum(entry["pointing_game"] * entry["n"] for entry in table.values()) / 3
+        assert overall == pytest.approx(result["methods"][name]["pointing_game"])
+    text = (folder / "report.md").read_text()
+    if len(set(names)) > 1:
+        assert "## Pointing game by class" in text
+        assert all(f"| {name} |" in text for name in names)
+
+
 def test_json_safe_turns_nan_into_null():
     assert ev.json_safe({"a": float("nan"), "b": [np.float32(0.5), np.int64(2), np.inf], "c": True}) == \
         {"a": None, "b": [0.5, 2, None], "c": True}

@@ -59,7 +59,23 @@ def report_markdown(result: dict) -> str:
     lines += ["", "Metrics in %; ↑ higher is better, ↓ lower is better. Targets: ground-truth labels "
                   "where known, else the predicted class.", ""]
     lines += [_method_line(name, metrics) for name, metrics in result["methods"].items()]
+    lines += _class_table(result.get("pointing_game_by_class") or {})
     return "\n".join(lines) + "\n"
+
+
+def _class_table(by_class: dict[str, dict[str, dict]]) -> list[str]:
+    """Markdown lines of the pointing game per target class (nothing for fewer than two classes)."""
+    names = list(by_class)
+    classes = next((list(table) for table in by_class.values() if table), [])
+    if len(classes) < 2:
+        return []
+    lines = ["", "## Pointing game by class", "", "| Class | n | " + " | ".join(names) + " |",
+             "|---" * (len(names) + 2) + "|"]
+    for label in classes:
+        count = next(table[label]["n"] for table in by_class.values() if label in table)
+        cells = [_percent(by_class[name].get(label, {}).get("pointing_game")) for name in names]
+        lines.append(f"| {label} | {count} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _method_line(name: str, metrics: dict) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,10 +30,21 @@ class _Tally:
     seconds: float = 0.0
     sums: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    class_hits: dict[int, list[float]] = field(default_factory=dict)  # target class -> [hits, count]
 
     def add(self, key: str, mean: float, count: int = 1) -> None:
         self.sums[key] = self.sums.get(key, 0.0) + float(mean) * count
         self.counts[key] = self.counts.get(key, 0) + count
+
+    def add_class_hit(self, target: int, hit: float) -> None:
+        entry = self.class_hits.setdefault(target, [0.0, 0])
+        entry[0] += float(hit)
+        entry[1] += 1
+
+    def class_result(self, label: Callable[[int], str]) -> dict[str, dict]:
+        """Pointing game per target class, in class order: label -> {"pointing_game", "n"}."""
+        return {label(target): {"pointing_game": hits / count, "n": count}
+                for target, (hits, count) in sorted(self.class_hits.items())}
 
     def mean(self, key: str) -> float | None:
         return self.sums[key] / self.counts[key] if self.counts.get(key) else None
@@ -101,7 +112,9 @@ class _Evaluation:
             box = item.box_for(int(target))
             if box is not None:
                 size = item.image_rgb.shape[:2]
-                tally.add("pointing_game", pointing_game(map_hw, box, size))
+                hit = pointing_game(map_hw, box, size)
+                tally.add("pointing_game", hit)
+                tally.add_class_hit(int(target), hit)
                 tally.add("energy_pointing_game", energy_pointing_game(map_hw, box, size))
 
     @staticmethod
@@ -125,8 +138,10 @@ class _Evaluation:
                                   "maps": {name: stack[k] for name, stack in maps.items()}})
 
     def result(self) -> dict:
+        label = self.model.info.model.label
         return {"accuracy": self.correct / self.labelled if self.labelled else None,
                 "methods": {name: tally.result(self.n) for name, tally in self.tallies.items()},
+                "pointing_game_by_class": {name: tally.class_result(label) for name, tally in self.tallies.items()},
                 "examples": self.examples}
 
 
@@ -138,8 +153,9 @@ def evaluate(model: EvalModel | str | os.PathLike | onnx.ModelProto, dataset: Da
 
     ``model`` is an EvalModel or a model for one (with ``options``). ``auc_steps``: deletion and
     insertion steps (None: one grid cell per step). The result holds "model", "dataset", "n",
-    "skipped", "accuracy", "settings", "methods" (name -> metrics) and "examples" (pictures
-    for :func:`write_report`, left out of report.json).
+    "skipped", "accuracy", "settings", "methods" (name -> metrics), "pointing_game_by_class"
+    (name -> class label -> {"pointing_game", "n"}, over the images with a box for their target)
+    and "examples" (pictures for :func:`write_report`, left out of report.json).
     """
     _check_settings(rise_masks, batch_size, auc_steps)
     model = model if isinstance(model, EvalModel) else EvalModel(model, **options)
