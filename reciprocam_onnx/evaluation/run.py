@@ -30,21 +30,16 @@ class _Tally:
     seconds: float = 0.0
     sums: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
-    class_hits: dict[int, list[float]] = field(default_factory=dict)  # target class -> [hits, count]
+    class_hits: dict[int, list[float]] = field(default_factory=dict)  # target class -> its pointing-game hits
 
     def add(self, key: str, mean: float, count: int = 1) -> None:
         self.sums[key] = self.sums.get(key, 0.0) + float(mean) * count
         self.counts[key] = self.counts.get(key, 0) + count
 
-    def add_class_hit(self, target: int, hit: float) -> None:
-        entry = self.class_hits.setdefault(target, [0.0, 0])
-        entry[0] += float(hit)
-        entry[1] += 1
-
     def class_result(self, label: Callable[[int], str]) -> dict[str, dict]:
         """Pointing game per target class, in class order: label -> {"pointing_game", "n"}."""
-        return {label(target): {"pointing_game": hits / count, "n": count}
-                for target, (hits, count) in sorted(self.class_hits.items())}
+        return {label(target): {"pointing_game": float(np.mean(hits)), "n": len(hits)}
+                for target, hits in sorted(self.class_hits.items())}
 
     def mean(self, key: str) -> float | None:
         return self.sums[key] / self.counts[key] if self.counts.get(key) else None
@@ -114,7 +109,7 @@ class _Evaluation:
                 size = item.image_rgb.shape[:2]
                 hit = pointing_game(map_hw, box, size)
                 tally.add("pointing_game", hit)
-                tally.add_class_hit(int(target), hit)
+                tally.class_hits.setdefault(int(target), []).append(hit)
                 tally.add("energy_pointing_game", energy_pointing_game(map_hw, box, size))
 
     @staticmethod
