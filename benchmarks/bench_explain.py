@@ -9,6 +9,7 @@ Models are timm exports with random weights. Times are medians over
 OpenVINO XAI measured in the same run. Peak memory is each variant's peak RSS
 in a fresh process that imports no torch (benchmarks/peak_memory.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import median_seconds  # noqa: E402
 from benchmarks.openvino_baseline import make_openvino_explainer, openvino_available, openvino_version  # noqa: E402
 from benchmarks.peak_memory import build  # noqa: E402
-from reciprocam_onnx.runtime import physical_cores  # noqa: E402
+from reciprocam_onnx.graph.runtime import physical_cores  # noqa: E402
 
 MEMORY_VARIANTS = {"forward", "explain", "explain-plain", "fused", "fused-chunked"}
 
@@ -38,8 +39,10 @@ def main() -> None:
     parser.add_argument("--no-openvino", action="store_true")
     args = parser.parse_args()
     use_ov = openvino_available() and not args.no_openvino
-    print(f"CPU, {physical_cores()} threads; medians of {args.repeats}; "
-          f"{openvino_version() if use_ov else 'OpenVINO XAI not measured'}")
+    print(
+        f"CPU, {physical_cores()} threads; medians of {args.repeats}; "
+        f"{openvino_version() if use_ov else 'OpenVINO XAI not measured'}"
+    )
     folder = Path(tempfile.mkdtemp())
     for name in args.models.split(","):
         path, model = export(name, folder)
@@ -75,14 +78,14 @@ def measure(path: Path, model, block: int, args, use_ov: bool) -> dict[str, tupl
     rows = {}
     for key, label in variants.items():
         run = build(str(path), key, block)
-        rows[label] = (median_seconds(lambda: run(image), args.repeats), peak_memory(path, key, block))
+        rows[label] = (median_seconds(lambda run=run: run(image), args.repeats), peak_memory(path, key, block))
     if not args.no_reference and block == -2 and "small" in path.name:
         rows["PyTorch reference (hooks)"] = (reference_seconds(model, image, args.repeats), None)
     if use_ov:
         for precision in ("f32", "default"):
             ov = make_openvino_explainer(str(path), blocks_after_tap=-block, precision=precision)
             label = f"OpenVINO XAI {ov.inference_precision}"
-            rows[label] = (median_seconds(lambda: ov(image), args.repeats), None)
+            rows[label] = (median_seconds(lambda ov=ov: ov(image), args.repeats), None)
     return rows
 
 
@@ -99,8 +102,12 @@ def reference_seconds(model, image: np.ndarray, repeats: int) -> float:
 def peak_memory(path: Path, variant: str, block: int) -> float | None:
     if variant not in MEMORY_VARIANTS:
         return None
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "peak_memory.py"), str(path), variant,
-                          "--block", str(block)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "peak_memory.py"), str(path), variant, "--block", str(block)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 

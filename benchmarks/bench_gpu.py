@@ -10,6 +10,7 @@ random-weight DeiT-S/B the median seconds per image for the forward pass,
 Explainer.explain (rewrites on and off, float32 and float16) and the fused
 graph.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import median_seconds  # noqa: E402
 from export.export_vit import export_onnx  # noqa: E402
 from reciprocam_onnx import Explainer, FusedExplainer, fuse  # noqa: E402
-from reciprocam_onnx.runtime import CPU, CUDA, cuda_usable, make_session  # noqa: E402
+from reciprocam_onnx.graph.runtime import CPU, CUDA, cuda_usable, make_session  # noqa: E402
 
 
 def main() -> None:
@@ -48,7 +49,7 @@ def main() -> None:
 def accuracy() -> None:
     """CUDA float32 / float16 against CPU float32 on the demo model and the example images."""
     from reciprocam_onnx.commands.common import default_model
-    from reciprocam_onnx.preprocess import preprocess
+    from reciprocam_onnx.io.images import preprocess
 
     model = default_model()
     images = np.stack([preprocess(p, (224, 224))[0] for p in sorted((ROOT / "examples" / "images").glob("*.png"))])
@@ -60,8 +61,10 @@ def accuracy() -> None:
         scores = np.abs(gpu.cell_scores(images)[1] - base_scores).max()
         maps = np.abs(gpu.explain(images).maps - base_maps)
         every = np.abs(gpu.explain_all(images) - base_all)
-        print(f"  {label} on {gpu.device}: scores max {scores:.1e}; target maps max {maps.max():.1e} "
-              f"mean {maps.mean():.1e}; all-class maps max {every.max():.1e} mean {every.mean():.1e}")
+        print(
+            f"  {label} on {gpu.device}: scores max {scores:.1e}; target maps max {maps.max():.1e} "
+            f"mean {maps.mean():.1e}; all-class maps max {every.max():.1e} mean {every.mean():.1e}"
+        )
 
 
 def report(name: str, path: Path, repeats: int, ort) -> None:

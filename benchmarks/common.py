@@ -1,4 +1,5 @@
 """Timing and memory helpers for the benchmarks (not tests: no assertions here)."""
+
 from __future__ import annotations
 
 import statistics

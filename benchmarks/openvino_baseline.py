@@ -45,14 +45,16 @@ and ``openvino_xai/inserter/model_parser.py``:
   masked copies' logits differ by less than that (random weights, or a tap in
   the last block) the bf16 map can come out flat.
 """
+
 from __future__ import annotations
 
 import functools
 import importlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -80,8 +82,10 @@ def openvino_version() -> str:
     """``"openvino <version>, openvino-xai <version>"``, or a note that they are missing."""
     if not openvino_available():
         return "openvino-xai not installed"
-    import openvino as ov
     from importlib.metadata import PackageNotFoundError, version
+
+    import openvino as ov
+
     try:
         xai_version = version("openvino-xai")
     except PackageNotFoundError:
@@ -101,6 +105,7 @@ def _vit_method(xai: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- target layer
+
 
 def _consumers(node: Any) -> list:
     return [t.get_node() for t in node.output(0).get_target_inputs()]
@@ -156,25 +161,32 @@ def vit_target_layer(model: Any, blocks_after_tap: int = 2) -> str:
     ``blocks_after_tap`` transformer blocks run after the tap (our ``block=-n``)."""
     inputs = block_inputs(model)
     if not inputs:
-        raise ValueError("no transformer block found in the OpenVINO graph "
-                         "(expected residual Adds around LayerNorm -> attention with a Softmax)")
+        raise ValueError(
+            "no transformer block found in the OpenVINO graph "
+            "(expected residual Adds around LayerNorm -> attention with a Softmax)"
+        )
     if not 1 <= blocks_after_tap <= len(inputs):
-        raise ValueError(f"blocks_after_tap must be in 1..{len(inputs)} for this model "
-                         f"({len(inputs)} blocks), not {blocks_after_tap}")
+        raise ValueError(
+            f"blocks_after_tap must be in 1..{len(inputs)} for this model "
+            f"({len(inputs)} blocks), not {blocks_after_tap}"
+        )
     target = inputs[-blocks_after_tap]
     name = target.get_friendly_name()
     # OpenVINO XAI masks input 0 of the skip Add as the residual: check that it is ours.
     residual = next(c for c in _consumers(target) if c.get_type_name() == "Add")
     skip = residual.input(0).get_source_output().get_node().get_friendly_name()
     if skip != name:
-        raise ValueError(f"the skip path of {residual.get_friendly_name()} is its input 1, but OpenVINO XAI "
-                         f"masks input 0 ({skip}) as the residual: it would mask the wrong tensor")
+        raise ValueError(
+            f"the skip path of {residual.get_friendly_name()} is its input 1, but OpenVINO XAI "
+            f"masks input 0 ({skip}) as the residual: it would mask the wrong tensor"
+        )
     return name
 
 
 def ovxai_auto_target_layer(model: Any, blocks_after_tap: int) -> str | None:
     """What OpenVINO XAI would pick by itself (``k=blocks_after_tap``, ``final_norm=True``)."""
     from openvino_xai.inserter.model_parser import IRParserCls, ModelType
+
     try:
         node = IRParserCls.get_target_node(model, ModelType.TRANSFORMER, None, 2 * blocks_after_tap + 1)
     except Exception:  # its RuntimeError when nothing matches
@@ -183,6 +195,7 @@ def ovxai_auto_target_layer(model: Any, blocks_after_tap: int) -> str | None:
 
 
 # --------------------------------------------------------------------------- explainer
+
 
 @dataclass
 class OpenVINOExplainer:
@@ -225,9 +238,16 @@ def _precision_config(precision: str) -> dict:
     return {"INFERENCE_PRECISION_HINT": "f32"} if precision == "f32" else {}
 
 
-def make_openvino_explainer(onnx_path: str, blocks_after_tap: int = 2, precision: str = "f32", *,
-                            embed_scaling: bool = True, use_gaussian: bool = True, cls_token: bool = True,
-                            num_threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+def make_openvino_explainer(
+    onnx_path: str,
+    blocks_after_tap: int = 2,
+    precision: str = "f32",
+    *,
+    embed_scaling: bool = True,
+    use_gaussian: bool = True,
+    cls_token: bool = True,
+    num_threads: int | None = None,
+) -> Callable[[np.ndarray], np.ndarray]:
     """OpenVINO XAI's white-box ViT-ReciproCAM for an ONNX ViT, compiled for the CPU.
 
     ``precision="f32"`` sets the CPU plugin's ``INFERENCE_PRECISION_HINT`` to f32;
@@ -251,8 +271,9 @@ def make_openvino_explainer(onnx_path: str, blocks_after_tap: int = 2, precision
     target = vit_target_layer(model, blocks_after_tap)
     auto = ovxai_auto_target_layer(model, blocks_after_tap)
     if auto is not None and auto != target:
-        log.warning("OpenVINO XAI's own choice for %d blocks after the tap is %s, ours is %s",
-                    blocks_after_tap, auto, target)
+        log.warning(
+            "OpenVINO XAI's own choice for %d blocks after the tap is %s, ours is %s", blocks_after_tap, auto, target
+        )
 
     explainer = xai.Explainer(
         model=model,

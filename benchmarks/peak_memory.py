@@ -5,6 +5,7 @@
 The process imports only numpy, onnx and ONNX Runtime (no torch), builds the
 variant, runs it twice on one image and prints its peak RSS (VmHWM).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,7 @@ CHUNK = 24
 def build(model: str, variant: str, block: int):
     """A callable running ``variant`` on one image."""
     from reciprocam_onnx import Explainer, FusedExplainer, fuse
-    from reciprocam_onnx.runtime import CPU, make_session
+    from reciprocam_onnx.graph.runtime import CPU, make_session
 
     if variant == "forward":
         import onnx

@@ -5,6 +5,7 @@
 builds a timm model with random weights (no weights can be downloaded here)
 and writes it with a dynamic batch axis unless ``--static-batch``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,14 @@ class LogitsOnly(torch.nn.Module):
         return out.logits if hasattr(out, "logits") else out
 
 
-def export_onnx(model: torch.nn.Module, path: str | Path, input_size: tuple[int, int] = (224, 224),
-                opset: int = 17, dynamic_batch: bool = True, metadata: dict | None = None) -> Path:
+def export_onnx(
+    model: torch.nn.Module,
+    path: str | Path,
+    input_size: tuple[int, int] = (224, 224),
+    opset: int = 17,
+    dynamic_batch: bool = True,
+    metadata: dict | None = None,
+) -> Path:
     """Export ``model`` (eval mode) with input ``input`` [B,3,H,W] and output ``logits``."""
     model = model.eval()
     example = torch.randn(1, 3, *input_size)
@@ -40,8 +47,17 @@ def export_onnx(model: torch.nn.Module, path: str | Path, input_size: tuple[int,
     # (aten::_native_multi_head_attention) that has no ONNX export.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, example, str(path), input_names=["input"], output_names=["logits"],
-                          opset_version=opset, dynamic_axes=axes, do_constant_folding=True, dynamo=False)
+        torch.onnx.export(
+            model,
+            example,
+            str(path),
+            input_names=["input"],
+            output_names=["logits"],
+            opset_version=opset,
+            dynamic_axes=axes,
+            do_constant_folding=True,
+            dynamo=False,
+        )
     if metadata:
         proto = onnx.load(str(path))
         for key, value in metadata.items():
@@ -64,9 +80,18 @@ def main() -> None:
     torch.manual_seed(args.seed)
     model = timm.create_model(args.model, pretrained=False, num_classes=args.num_classes)
     size = tuple(model.default_cfg["input_size"][1:])
-    export_onnx(model, args.output, size, args.opset, not args.static_batch,
-                {"mean": list(model.default_cfg["mean"]), "std": list(model.default_cfg["std"]),
-                 "description": f"{args.model} with RANDOM weights (seed {args.seed})"})
+    export_onnx(
+        model,
+        args.output,
+        size,
+        args.opset,
+        not args.static_batch,
+        {
+            "mean": list(model.default_cfg["mean"]),
+            "std": list(model.default_cfg["std"]),
+            "description": f"{args.model} with RANDOM weights (seed {args.seed})",
+        },
+    )
     print(f"wrote {args.output}")
 
 

@@ -41,13 +41,14 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from reciprocam_onnx.datasets import (  # noqa: E402
+from reciprocam_onnx.evaluation.shapes import (  # noqa: E402
     CLASS_NAMES,
     ShapeSample,
     make_sample,
     make_two_object_sample,
 )
 
+TRAINING_LOG = Path(__file__).resolve().parents[1] / "docs" / "demo-model-training.log"
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 INPUT_SIZE = 224
@@ -230,10 +231,9 @@ def train(model: VisionTransformer, cfg: Config, device: str, workers: int = 0) 
             group["lr"] = cfg.lr * lr_factor(step, done, cfg.warmup)
         features = model.forward_features(x.to(device).contiguous(memory_format=torch.channels_last))
         logits = model.forward_head(features)
-        token_logits = token_head(features[:, model.num_prefix_tokens:])
-        loss = F.cross_entropy(logits, y.to(device), label_smoothing=cfg.label_smoothing) + cfg.token_weight * F.cross_entropy(
-            token_logits.flatten(0, 1), tokens.to(device).flatten()
-        )
+        token_logits = token_head(features[:, model.num_prefix_tokens :])
+        loss = F.cross_entropy(logits, y.to(device), label_smoothing=cfg.label_smoothing)
+        loss = loss + cfg.token_weight * F.cross_entropy(token_logits.flatten(0, 1), tokens.to(device).flatten())
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(params, 1.0)
@@ -243,7 +243,11 @@ def train(model: VisionTransformer, cfg: Config, device: str, workers: int = 0) 
         if (step + 1) % 25 == 0:
             log.info(
                 "step %d progress %.3f loss %.3f acc %.3f lr %.2e %.1f min",
-                step + 1, done, running_loss, running_acc, optimiser.param_groups[0]["lr"],
+                step + 1,
+                done,
+                running_loss,
+                running_acc,
+                optimiser.param_groups[0]["lr"],
                 (time.time() - started) / 60,
             )
         if (step + 1) % 250 == 0 or step + 1 == cfg.steps:
@@ -323,8 +327,11 @@ def write_examples(session: ort.InferenceSession, folder: Path) -> dict[str, boo
     logits = _save_and_run(session, pair.image, folder / "two_objects.png")
     top2 = np.argsort(logits)[-2:][::-1].tolist()
     results["two_objects"] = set(top2) == set(pair.labels)
-    log.info("two_objects.png holds %s; top two predicted %s",
-             [CLASS_NAMES[label] for label in pair.labels], [CLASS_NAMES[label] for label in top2])
+    log.info(
+        "two_objects.png holds %s; top two predicted %s",
+        [CLASS_NAMES[label] for label in pair.labels],
+        [CLASS_NAMES[label] for label in top2],
+    )
     return results
 
 
@@ -342,7 +349,8 @@ def write_manifest(out: Path, cfg: Config, accuracy: float, minutes: float, step
             MODEL_NAME: {
                 "file": MODEL_FILE,
                 "kind": "trained",
-                "description": "Small ViT trained from scratch to classify 10 synthetic shapes on cluttered backgrounds.",
+                "description": "Small ViT trained from scratch to classify 10 synthetic shapes "
+                "on cluttered backgrounds.",
                 "classes": list(CLASS_NAMES),
                 "input_size": [INPUT_SIZE, INPUT_SIZE],
                 "mean": list(MEAN),
@@ -367,7 +375,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("models"))
     parser.add_argument("--examples", type=Path, default=Path("examples/images"))
-    parser.add_argument("--log", type=Path, default=Path(__file__).with_suffix(".log"))
+    parser.add_argument("--log", type=Path, default=TRAINING_LOG)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=0, help="data-generating worker processes")
     for field in fields(Config):
@@ -394,8 +402,15 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), args.out / "shapes_vit.pt")
     accuracy = evaluate(model, HELDOUT_SEED, cfg.heldout_n, args.device)
-    log.info("trained %d steps (batch %d) in %.1f min; held-out accuracy %.4f on %d images (seed %d)",
-             steps, cfg.batch, minutes, accuracy, cfg.heldout_n, HELDOUT_SEED)
+    log.info(
+        "trained %d steps (batch %d) in %.1f min; held-out accuracy %.4f on %d images (seed %d)",
+        steps,
+        cfg.batch,
+        minutes,
+        accuracy,
+        cfg.heldout_n,
+        HELDOUT_SEED,
+    )
     export_onnx(model, args.out / MODEL_FILE, cfg)
     results = write_examples(ort_session(args.out / MODEL_FILE), args.examples)
     log.info("example images written to %s; classified correctly: %s", args.examples, results)

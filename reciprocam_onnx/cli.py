@@ -1,8 +1,10 @@
 """The ``reciprocam`` command line: thin wrappers over the library.
 
-Every command prints one clear line on a ReciproCamError and exits 1
-(``--debug`` shows the traceback).
+A user error (``UserError``) is one clear line and exit code 1; anything else is
+a bug in reciprocam-onnx, reported as one line that says so, exit code 70.
+``--debug`` shows the traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -10,7 +12,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from .errors import ReciproCamError
+from .errors import UserError
+
+BUG_EXIT = 70  # EX_SOFTWARE
 
 log = logging.getLogger("reciprocam_onnx")
 
@@ -19,11 +23,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``reciprocam`` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return args.run(args)
-    except ReciproCamError as exc:
+    except UserError as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
@@ -31,12 +36,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: say so in one line, traceback with --debug
+        if args.debug:
+            raise
+        where = _origin(exc)
+        print(
+            f"internal error (a bug in reciprocam-onnx): {type(exc).__name__}: {exc} [{where}]; "
+            "please report it with the output of the same command run with --debug",
+            file=sys.stderr,
+        )
+        return BUG_EXIT
+
+
+def _origin(exc: BaseException) -> str:
+    """file:line of the innermost frame of the traceback."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return "unknown place" if tb is None else f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
 
 
 def _parser() -> argparse.ArgumentParser:
     from .commands import COMMANDS
 
-    parser = argparse.ArgumentParser(prog="reciprocam", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="reciprocam", description="ViT-ReciproCAM saliency maps for ONNX ViTs")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -1,33 +1,69 @@
-"""The one exception family of reciprocam-onnx: catch ``ReciproCamError``."""
+"""The one exception family of reciprocam-onnx: catch ``ReciproCamError``.
+
+``UserError`` and its subclasses say what is wrong with a model, an image, an
+option or an output location; the CLI prints them as one line. ``InternalError``
+is a bug in reciprocam-onnx; the CLI says so and how to report it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 
 class ReciproCamError(Exception):
     """Base class of every error this package raises on purpose."""
 
 
-class ModelLoadError(ReciproCamError):
+class UserError(ReciproCamError):
+    """Something the user gave cannot be used: the message says what and why."""
+
+
+class InternalError(ReciproCamError):
+    """An invariant of reciprocam-onnx itself broke: a bug to report."""
+
+
+class ModelLoadError(UserError):
     """The model file is missing, unreadable or not a valid ONNX model."""
 
 
-class NotAViTError(ReciproCamError):
+class NotAViTError(UserError):
     """The graph holds no pre-norm transformer blocks (a CNN, say)."""
 
 
-class GraphStructureError(ReciproCamError):
+class GraphStructureError(UserError):
     """The graph has blocks, but a fact the explainer needs cannot be derived."""
 
 
-class BlockIndexError(ReciproCamError):
+class BlockIndexError(UserError):
     """The requested target block does not exist."""
 
 
-class SplitMismatchError(ReciproCamError):
+class SplitMismatchError(UserError):
     """suffix(prefix(x)) does not reproduce the original model's logits."""
 
 
-class ImageError(ReciproCamError):
-    """An image cannot be read, or has the wrong size or layout."""
+class ImageError(UserError, ValueError):
+    """An image (or a map, or an array of them) cannot be read, or has the wrong size or layout."""
 
 
-class OptionError(ReciproCamError):
-    """An option has a value outside its allowed set."""
+class OptionError(UserError, ValueError):
+    """An option or parameter has a value outside its allowed set, or does not apply here."""
+
+
+class OnnxRuntimeError(UserError):
+    """ONNX Runtime refused to load or run a graph."""
+
+
+@contextlib.contextmanager
+def onnxruntime_errors(doing: str) -> Iterator[None]:
+    """Turn ONNX Runtime's exceptions raised inside the block into one-line OnnxRuntimeErrors."""
+    try:
+        yield
+    except ReciproCamError:
+        raise
+    except Exception as exc:  # onnxruntime raises its own pybind types and RuntimeError
+        if not type(exc).__module__.startswith("onnxruntime") and not isinstance(exc, RuntimeError):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OnnxRuntimeError(f"ONNX Runtime failed while {doing}: {first}") from exc

@@ -1,4 +1,5 @@
 """Shared fixtures: exported models (cached per session) and random images."""
+
 from __future__ import annotations
 
 import logging

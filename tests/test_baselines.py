@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reciprocam_onnx.baselines import centre_maps, random_maps, rise_maps
-from reciprocam_onnx.explainer import to_scores
-from reciprocam_onnx.normalise import minmax_normalise
+from reciprocam_onnx.engine.scores import minmax_normalise, to_scores
+from reciprocam_onnx.evaluation.baselines import centre_maps, random_maps, rise_maps
 
 SIZE = 32
 GRID = (4, 4)  # 8 x 8 pixel cells

@@ -1,4 +1,5 @@
 """The reciprocam CLI: happy paths, and one clear line plus exit 1 on bad input."""
+
 from __future__ import annotations
 
 import subprocess
@@ -21,8 +22,13 @@ def vit(exported):
 @pytest.fixture(scope="module")
 def cnn(tmp_path_factory):
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(),
-                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 10),
+    )
     return export_onnx(model, tmp_path_factory.mktemp("cnn") / "cnn.onnx")
 
 
@@ -45,8 +51,19 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_explain_writes_overlays_maps_and_top5(vit, images, tmp_path, capsys):
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(f"class-{k}" for k in range(10)))
-    code = main(["explain", str(vit), str(images / "a.png"), str(images / "b.png"), "-o", str(tmp_path / "out"),
-                 "--labels", str(labels), "--cpu"])
+    code = main(
+        [
+            "explain",
+            str(vit),
+            str(images / "a.png"),
+            str(images / "b.png"),
+            "-o",
+            str(tmp_path / "out"),
+            "--labels",
+            str(labels),
+            "--cpu",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert out.count("top-5: class-") == 2
@@ -63,8 +80,12 @@ def test_folder_skips_bad_image_and_fails_at_the_end(vit, images, tmp_path):
     assert "skipped" in result.stderr and "broken.png" in result.stderr
     assert "1 inputs failed, 2 explained" in result.stderr
     assert "Traceback" not in result.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == \
-        ["a.map.npy", "a.overlay.png", "b.map.npy", "b.overlay.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "a.map.npy",
+        "a.overlay.png",
+        "b.map.npy",
+        "b.overlay.png",
+    ]
 
 
 def test_npy_input_and_target(vit, tmp_path, capsys):
@@ -88,25 +109,30 @@ def test_cnn_is_refused(cnn, images, tmp_path):
 
 
 def test_block_out_of_range(vit, images, tmp_path):
-    one_line_error(run_cli("explain", str(vit), str(images / "a.png"), "-o", str(tmp_path), "--block", "7"),
-                   "block 7 is out of range")
+    one_line_error(
+        run_cli("explain", str(vit), str(images / "a.png"), "-o", str(tmp_path), "--block", "7"),
+        "block 7 is out of range",
+    )
 
 
 def test_wrong_image_size(vit, images, tmp_path):
-    one_line_error(run_cli("explain", str(vit), str(images / "b.png"), "-o", str(tmp_path), "--resize", "none"),
-                   "b.png", "model takes 224x224")
+    one_line_error(
+        run_cli("explain", str(vit), str(images / "b.png"), "-o", str(tmp_path), "--resize", "none"),
+        "b.png",
+        "model takes 224x224",
+    )
 
 
 def test_unreadable_image(vit, images, tmp_path):
-    one_line_error(run_cli("explain", str(vit), str(images / "broken.png"), "-o", str(tmp_path)),
-                   "broken.png", "cannot read image")
+    one_line_error(
+        run_cli("explain", str(vit), str(images / "broken.png"), "-o", str(tmp_path)), "broken.png", "cannot read image"
+    )
 
 
 def test_corrupt_model(tmp_path, images):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"this is not protobuf at all")
-    one_line_error(run_cli("explain", str(bad), str(images / "a.png"), "-o", str(tmp_path)),
-                   "not a valid ONNX model")
+    one_line_error(run_cli("explain", str(bad), str(images / "a.png"), "-o", str(tmp_path)), "not a valid ONNX model")
 
 
 def test_split_command(vit, tmp_path):
@@ -114,3 +140,61 @@ def test_split_command(vit, tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "split").iterdir()) == ["prefix.onnx", "split.json", "suffix.onnx"]
     assert "7x7 grid" in result.stdout
+
+
+def test_fused_graph_with_an_option_it_cannot_honour(vit, images, tmp_path):
+    fused = tmp_path / "fused.onnx"
+    assert run_cli("fuse", str(vit), "-o", str(fused)).returncode == 0
+    one_line_error(
+        run_cli("explain", str(fused), str(images / "a.png"), "-o", str(tmp_path / "out"), "--max-batch", "4"),
+        "cannot honour max_batch",
+    )
+    one_line_error(
+        run_cli("explain", str(fused), str(images / "a.png"), "-o", str(tmp_path / "out"), "--kernel", "1x1"),
+        "kernel='1x1' (graph: '3x3')",
+    )
+
+
+def test_unreadable_labels_file(vit, images, tmp_path):
+    one_line_error(
+        run_cli(
+            "explain",
+            str(vit),
+            str(images / "a.png"),
+            "-o",
+            str(tmp_path / "out"),
+            "--labels",
+            str(tmp_path / "missing.txt"),
+        ),
+        "cannot read the labels file",
+    )
+
+
+def test_a_bug_is_one_line_that_says_so(vit, tmp_path, monkeypatch, capsys):
+    """Anything but a user error is reported as a bug, in one line, with exit code 70."""
+    from reciprocam_onnx.commands.split import Split
+
+    def broken(args):
+        raise ValueError("an invariant broke")
+
+    monkeypatch.setattr(Split, "run", staticmethod(broken))
+    assert main(["split", str(vit), "-o", str(tmp_path / "s")]) == 70
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "internal error" in err[0] and "an invariant broke" in err[0] and "--debug" in err[0]
+
+
+def test_split_says_which_rewrites_applied_and_why_not(tmp_path):
+    """BEiT (relative position bias, mean pooling): the rewrites that do not apply say why."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model(
+        "beit_base_patch16_224", pretrained=False, num_classes=10, depth=3, embed_dim=64, num_heads=2
+    ).eval()
+    path = export_onnx(model, tmp_path / "beit.onnx")
+    result = run_cli("split", str(path), "-o", str(tmp_path / "split"))
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("rewrites: "))
+    assert "batch-dynamic yes" in line and "hoist yes" in line
+    assert "head-rows no (the head reads every token row" in line
+    assert "slots no (the query axis cannot be followed through Add node" in line

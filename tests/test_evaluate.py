@@ -1,4 +1,5 @@
 """``reciprocam eval`` and reciprocam_onnx.evaluation end to end, on a tiny ViT and a few images."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ import pytest
 
 from reciprocam_onnx import evaluation as ev
 from reciprocam_onnx.cli import main
-from reciprocam_onnx.datasets import generate, save_samples
 from reciprocam_onnx.evaluation import methods
+from reciprocam_onnx.evaluation.shapes import generate, save_samples
 
 FAST = {"rise_masks": 24, "auc_steps": 3, "progress": False}
 RATES = set(ev.METRICS) - {"seconds_per_image"}
@@ -109,8 +110,11 @@ def test_pointing_game_by_class_adds_up_to_the_overall_one(report, model):
 
 
 def test_json_safe_turns_nan_into_null():
-    assert ev.json_safe({"a": float("nan"), "b": [np.float32(0.5), np.int64(2), np.inf], "c": True}) == \
-        {"a": None, "b": [0.5, 2, None], "c": True}
+    assert ev.json_safe({"a": float("nan"), "b": [np.float32(0.5), np.int64(2), np.inf], "c": True}) == {
+        "a": None,
+        "b": [0.5, 2, None],
+        "c": True,
+    }
 
 
 def test_folder_dataset_skips_and_counts_a_broken_image(model, tmp_path):
@@ -132,20 +136,40 @@ def test_shapes_dataset_matches_the_generator():
     assert item.tensor.shape == (3, 224, 224) and item.tensor.dtype == np.float32
 
 
-@pytest.mark.parametrize("source, mode, box, expected", [
-    ((448, 448), "stretch", (10, 20, 110, 120), (5, 10, 55, 60)),
-    ((224, 300), "crop", (0, 0, 100, 50), (0, 0, 62, 50)),   # 38 columns cropped on the left
-    ((224, 300), "crop", (0, 0, 30, 50), None),              # cropped away
-])
+@pytest.mark.parametrize(
+    "source, mode, box, expected",
+    [
+        ((448, 448), "stretch", (10, 20, 110, 120), (5, 10, 55, 60)),
+        ((224, 300), "crop", (0, 0, 100, 50), (0, 0, 62, 50)),  # 38 columns cropped on the left
+        ((224, 300), "crop", (0, 0, 30, 50), None),  # cropped away
+    ],
+)
 def test_fit_box_follows_the_pixels(source, mode, box, expected):
     assert ev.fit_box(box, source, (224, 224), mode) == expected
 
 
 def test_cli_two_objects_writes_the_report(vit, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["eval", str(vit), "--dataset", "shapes", "--n", "2", "--seed", "3", "--two-objects",
-                 "--methods", "reciprocam-3x3,centre", "--auc-steps", "3",
-                 "-o", str(out), "--cpu"])
+    code = main(
+        [
+            "eval",
+            str(vit),
+            "--dataset",
+            "shapes",
+            "--n",
+            "2",
+            "--seed",
+            "3",
+            "--two-objects",
+            "--methods",
+            "reciprocam-3x3,centre",
+            "--auc-steps",
+            "3",
+            "-o",
+            str(out),
+            "--cpu",
+        ]
+    )
     assert code == 0
     assert "| reciprocam-3x3 |" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["examples.png", "report.json", "report.md"]

@@ -6,24 +6,36 @@ rows (each half holds both values of every option), chosen so that every
 family, opset and batch mode gets both halves: every pair of option values,
 and every option value with every family, opset and batch mode, is tested.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import onnx
 import pytest
 
-from reciprocam_onnx import Explainer
+from reciprocam_onnx import Explainer, save_split, split_model
 from reciprocam_onnx.errors import OptionError
-from reciprocam_onnx.graph.split import save_split, split_model
 from tests.conftest import random_images
 from tests.torch_reference import as_float64, reference_explain
 from tests.zoo import FAMILIES
 
-COVERING = [(0, 0, 0, 0, 0, 0), (0, 0, 0, 0, 1, 1), (0, 1, 1, 1, 0, 0),
-            (1, 0, 1, 1, 0, 1), (1, 1, 0, 1, 1, 0), (1, 1, 1, 0, 1, 1)]
+COVERING = [
+    (0, 0, 0, 0, 0, 0),
+    (0, 0, 0, 0, 1, 1),
+    (0, 1, 1, 1, 0, 0),
+    (1, 0, 1, 1, 0, 1),
+    (1, 1, 0, 1, 1, 0),
+    (1, 1, 1, 0, 1, 1),
+]
 HALVES = ((0, 3, 5), (1, 2, 4))
-KERNEL, CLS, SCORE, BLOCK, RESIDUAL, BATCH = ("3x3", "1x1"), (True, False), ("softmax", "logits"), \
-    (-2, -1), ("unmasked", "masked"), (1, 3)
+KERNEL, CLS, SCORE, BLOCK, RESIDUAL, BATCH = (
+    ("3x3", "1x1"),
+    (True, False),
+    ("softmax", "logits"),
+    (-2, -1),
+    ("unmasked", "masked"),
+    (1, 3),
+)
 TOLERANCE = 1e-4
 SCORE_TOLERANCE = 5e-5
 # The reference runs in float64. A map is compared at TOLERANCE where the same
@@ -68,11 +80,24 @@ def test_maps_match_torch_reference(family, opset, dynamic, exported, tmp_path):
     half = 0 if (opset == 14) == dynamic else 1
     for row in (COVERING[i] for i in HALVES[half]):
         kernel, cls_token, score, block, residual, batch = (
-            options[i] for options, i in zip((KERNEL, CLS, SCORE, BLOCK, RESIDUAL, BATCH), row))
+            options[i] for options, i in zip((KERNEL, CLS, SCORE, BLOCK, RESIDUAL, BATCH), row)
+        )
         ex = Explainer(splits[block], kernel=kernel, cls_token=cls_token, score=score, residual=residual)
         images = random_images(batch, fam.input_size, seed=sum(row))
-        refs = [reference_explain(m, *fam.blocks(m)[block], images, ex.info.grid, ex.info.prefix_tokens,
-                                  kernel, cls_token, score, residual) for m in (model64, model)]
+        refs = [
+            reference_explain(
+                m,
+                *fam.blocks(m)[block],
+                images,
+                ex.info.grid,
+                ex.info.prefix_tokens,
+                kernel,
+                cls_token,
+                score,
+                residual,
+            )
+            for m in (model64, model)
+        ]
         where = f"{family} {kernel} cls={cls_token} {score} block={block} {residual} B={batch}"
         compared.extend(assert_matches_reference(ex, images, *refs, where))
     assert np.mean(compared) >= 0.6, f"only {np.mean(compared):.0%} of the target maps were well-posed"

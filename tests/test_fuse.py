@@ -1,4 +1,5 @@
 """The fused explain graph against Explainer.explain_all and the original model."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 
 from reciprocam_onnx import Explainer, FusedExplainer, fuse, open_explainer
 from reciprocam_onnx.errors import OptionError
-from reciprocam_onnx.runtime import make_session
+from reciprocam_onnx.graph.runtime import make_session
 from tests.conftest import random_images
 from tests.zoo import FAMILIES
 
@@ -36,7 +37,7 @@ def test_fused_graph_equals_explainer_and_model(family, opset, dynamic, exported
     session = make_session(fused)  # all graph optimisations on
     images = random_images(batch, fam.input_size, seed=batch)
     logits, saliency, saliency_u8 = session.run(None, {"input": images})
-    expected = np.concatenate([original.run(None, {"input": images[i:i + 1]})[0] for i in range(batch)])
+    expected = np.concatenate([original.run(None, {"input": images[i : i + 1]})[0] for i in range(batch)])
     np.testing.assert_allclose(logits, expected, atol=LOGIT_TOLERANCE, rtol=0)
     reference = Explainer(path, **options).explain_all(images)
     where = f"{family} {options} B={batch} chunk={chunk}"
@@ -49,7 +50,9 @@ def test_fused_metadata_and_explainer(exported):
     path, _, fam = exported("timm-patch32")
     fused = fuse(path, kernel="1x1")
     props = {p.key: p.value for p in fused.metadata_props}
-    assert '"kernel": "1x1"' in props["reciprocam.fused"] and '"grid": [\n    7,\n    7\n  ]' in props["reciprocam.split"]
+    assert (
+        '"kernel": "1x1"' in props["reciprocam.fused"] and '"grid": [\n    7,\n    7\n  ]' in props["reciprocam.split"]
+    )
     images = random_images(2, fam.input_size)
     out = open_explainer(fused).explain(images, targets=[1, 2])
     ref = Explainer(path, kernel="1x1").explain(images, targets=[1, 2])
@@ -58,3 +61,20 @@ def test_fused_metadata_and_explainer(exported):
     assert isinstance(open_explainer(fused, kernel="1x1"), FusedExplainer)
     with pytest.raises(OptionError, match="kernel='3x3'"):
         open_explainer(fused, kernel="3x3")
+
+
+def test_fused_graph_refuses_options_it_cannot_honour(exported):
+    """A fused graph bakes its options: runtime options and other values are refused, not ignored."""
+    path, _, _ = exported("timm-patch32")
+    fused = fuse(path, block=-1)
+    assert isinstance(open_explainer(fused, block=-1), FusedExplainer)  # -1 is the block it was built at
+    for changes, needle in (
+        ({"max_batch": 4}, "cannot honour max_batch"),
+        ({"precision": "float16"}, "precision"),
+        ({"block": 0}, "block=0"),
+        ({"optimize": False}, "optimize=False"),
+    ):
+        with pytest.raises(OptionError, match=needle):
+            open_explainer(fused, **changes)
+    with pytest.raises(OptionError, match="max_batch and precision"):
+        fuse(path, max_batch=4)

@@ -1,4 +1,5 @@
 """Images in (preprocess) and pictures out (overlay)."""
+
 from __future__ import annotations
 
 import cv2
@@ -6,8 +7,8 @@ import numpy as np
 import pytest
 
 from reciprocam_onnx.errors import ImageError
-from reciprocam_onnx.overlay import overlay, save_png, upsample_map
-from reciprocam_onnx.preprocess import fit_image, load_image, normalise, preprocess
+from reciprocam_onnx.io.images import fit_image, load_image, normalise, preprocess
+from reciprocam_onnx.io.overlay import overlay, save_png, upsample_map
 
 
 def test_load_image_is_rgb(tmp_path):

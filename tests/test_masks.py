@@ -1,11 +1,12 @@
-"""The masked-copy weights against ALGORITHM.md section 3, written out by hand."""
+"""The masked-copy weights against docs/algorithm.md section 3, written out by hand."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from reciprocam_onnx.copies.masks import cell_weights
 from reciprocam_onnx.errors import OptionError
-from reciprocam_onnx.masks import cell_weights
 from tests.torch_reference import reference_weights
 
 

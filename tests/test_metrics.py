@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from reciprocam_onnx import metrics as M
+from reciprocam_onnx.evaluation import metrics as M
 
 SIZE = 32  # image side in pixels
 GRID = 4  # grid side in cells, so one cell is 8 x 8 pixels
@@ -108,10 +108,12 @@ def test_explanation_metrics_hand_computed():
     maps = np.stack([np.ones((GRID, GRID)), np.zeros((GRID, GRID))]).astype(np.float32)
     rec = Recorder(region_score)
     # E_0 = images[0] (o = y = 1), E_1 = 0 (o = 0, drop 1); maps of E constant -> Coh 0.5
-    res = M.explanation_metrics(rec, images, maps, np.array([0, 0]), batch_size=1,
-                                explain_fn=lambda e, t: np.zeros((len(e), GRID, GRID)))
-    assert res == pytest.approx({"average_drop": 0.5, "increase": 0.0, "coherency": 0.5,
-                                 "complexity": 0.5, "adcc": 0.5})
+    res = M.explanation_metrics(
+        rec, images, maps, np.array([0, 0]), batch_size=1, explain_fn=lambda e, t: np.zeros((len(e), GRID, GRID))
+    )
+    assert res == pytest.approx(
+        {"average_drop": 0.5, "increase": 0.0, "coherency": 0.5, "complexity": 0.5, "adcc": 0.5}
+    )
     assert max(rec.sizes) == 1
 
 

@@ -1,4 +1,5 @@
 """The Node.js example runs the fused graph with onnxruntime-node and matches Python."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,12 @@ def node_example() -> Path:
     if shutil.which("node") is None:
         pytest.skip("node is not installed")
     if not (EXAMPLE / "node_modules" / "onnxruntime-node").is_dir():
-        subprocess.run(["npm", "install", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=EXAMPLE,
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["npm", "install", "--ignore-scripts", "--no-audit", "--no-fund"],
+            cwd=EXAMPLE,
+            check=True,
+            capture_output=True,
+        )
     return EXAMPLE / "explain.mjs"
 
 
@@ -31,8 +36,12 @@ def test_node_matches_python(node_example, exported, tmp_path):
     fused.write_bytes(fuse(path).SerializeToString())
     image = random_images(1, fam.input_size, seed=5)
     np.save(tmp_path / "image.npy", image)
-    result = subprocess.run(["node", str(node_example), str(fused), str(tmp_path / "image.npy"),
-                             str(tmp_path / "map.npy")], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["node", str(node_example), str(fused), str(tmp_path / "image.npy"), str(tmp_path / "map.npy")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)
     python = open_explainer(fused).explain(image)

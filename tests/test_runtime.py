@@ -1,10 +1,11 @@
 """Provider choice: CUDA only when a session really starts on it, else a quiet CPU fallback."""
+
 from __future__ import annotations
 
 import numpy as np
 
 from reciprocam_onnx import Explainer
-from reciprocam_onnx.runtime import CPU, CUDA, cuda_usable, resolve_providers
+from reciprocam_onnx.graph.runtime import CPU, CUDA, cuda_usable, resolve_providers
 from tests.conftest import random_images
 
 
@@ -18,7 +19,6 @@ def test_asking_for_cuda_falls_back_quietly(exported, capfd):
     images = random_images(1, fam.input_size)
     ex = Explainer(path, providers=[CUDA, CPU])
     assert ex.device == ("cuda" if cuda_usable() else "cpu")
-    np.testing.assert_allclose(ex.explain_all(images), Explainer(path, providers=[CPU]).explain_all(images),
-                               atol=1e-4)
+    np.testing.assert_allclose(ex.explain_all(images), Explainer(path, providers=[CPU]).explain_all(images), atol=1e-4)
     if not cuda_usable():
         assert "CUDAExecutionProvider" not in capfd.readouterr().err

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from reciprocam_onnx.datasets import (
+from reciprocam_onnx.evaluation.shapes import (
     CLASS_NAMES,
     ShapeSample,
     generate,
@@ -101,8 +101,8 @@ def test_shipped_model_maps_point_at_the_object() -> None:
     tests cannot catch an explainer that is exact but explains the wrong thing.
     """
     from reciprocam_onnx import Explainer
-    from reciprocam_onnx.metrics import pointing_game
-    from reciprocam_onnx.preprocess import normalise
+    from reciprocam_onnx.evaluation.metrics import pointing_game
+    from reciprocam_onnx.io.images import normalise
 
     entry = json.loads((ROOT / "models" / "manifest.json").read_text())["models"]["shapes-vit"]
     samples = generate(40, seed=entry["heldout_seed"])

@@ -1,4 +1,5 @@
 """Block finding, splitting and the split folder, on real exports."""
+
 from __future__ import annotations
 
 import json
@@ -10,13 +11,13 @@ import onnxruntime as ort
 import pytest
 
 from reciprocam_onnx import Explainer, load_split, save_split, split_model
+from reciprocam_onnx.analysis.blocks import find_blocks
+from reciprocam_onnx.analysis.facts import analyse
+from reciprocam_onnx.contract import RESIDUAL, SLOT_LOG_COUNT, TOKEN_SLOT
+from reciprocam_onnx.engine.suffix import engine_suffix
 from reciprocam_onnx.errors import BlockIndexError, SplitMismatchError
-from reciprocam_onnx.graph.blocks import find_blocks
-from reciprocam_onnx.graph.distinct import SLOT_LOG_COUNT, TOKEN_SLOT
-from reciprocam_onnx.graph.masking import masked_suffix
-from reciprocam_onnx.graph.facts import analyse
-from reciprocam_onnx.graph.split import RESIDUAL, export_like
-from reciprocam_onnx.graph.verify import verify_split
+from reciprocam_onnx.graph.export import export_like
+from reciprocam_onnx.split.verify import verify_split
 from tests.conftest import random_images
 
 EXPECTED = {  # family: (blocks, prefix tokens, grid, width)
@@ -36,8 +37,13 @@ def test_facts_are_read_off_the_graph(family, opset, exported):
     path, _, _ = exported(family, opset)
     facts = analyse(onnx.load(str(path)))
     blocks, prefix, grid, width = EXPECTED[family]
-    assert (len(facts.blocks), facts.prefix_tokens, facts.grid, facts.width, facts.classes) == \
-        (blocks, prefix, grid, width, 10)
+    assert (len(facts.blocks), facts.prefix_tokens, facts.grid, facts.width, facts.classes) == (
+        blocks,
+        prefix,
+        grid,
+        width,
+        10,
+    )
     assert facts.tokens == prefix + grid[0] * grid[1]
 
 
@@ -109,9 +115,16 @@ def test_broken_split_is_detected(exported):
         verify_split(onnx.load(str(path)), broken)
 
 
-@pytest.mark.parametrize("family, sliced, hoisted", [
-    ("timm-vit-tiny", True, 1), ("timm-deit-tiny-distilled", True, 1), ("timm-no-cls-avgpool", False, 1),
-    ("huggingface", True, 3), ("torchvision", True, 0)])
+@pytest.mark.parametrize(
+    "family, sliced, hoisted",
+    [
+        ("timm-vit-tiny", True, 1),
+        ("timm-deit-tiny-distilled", True, 1),
+        ("timm-no-cls-avgpool", False, 1),
+        ("huggingface", True, 3),
+        ("torchvision", True, 0),
+    ],
+)
 def test_optimised_suffix_structure(family, sliced, hoisted, exported):
     """Head-row slicing where the head reads fixed rows; F projected once per image where it can be;
     the target block's attention on distinct rows everywhere."""
@@ -123,5 +136,5 @@ def test_optimised_suffix_structure(family, sliced, hoisted, exported):
     assert split.info.optimized and not split_model(path, optimize=False).info.optimized
     assert split.info.slots  # the target block's attention runs on distinct rows
     onnx.checker.check_model(split.suffix, full_check=True)
-    onnx.checker.check_model(masked_suffix(split.suffix, "masked"), full_check=True)
+    onnx.checker.check_model(engine_suffix(split.suffix, "masked"), full_check=True)
     assert {SLOT_LOG_COUNT, TOKEN_SLOT} <= {i.name for i in split.suffix.graph.input}

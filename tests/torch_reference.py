@@ -1,4 +1,4 @@
-"""An independent PyTorch ViT-ReciproCAM, written from ALGORITHM.md for the tests.
+"""An independent PyTorch ViT-ReciproCAM, written from docs/algorithm.md for the tests.
 
 It hooks the target block of the torch model: a pre-hook captures the block's
 input R (and masks it for residual="masked"); a forward hook on the block's
@@ -8,6 +8,7 @@ Run it on a float64 copy of the model (``as_float64``): the masked-residual
 variant feeds near-constant rows to LayerNorms with eps ~1e-12, where float32
 noise grows to 1e-5.
 """
+
 from __future__ import annotations
 
 import copy
@@ -50,8 +51,15 @@ def _minmax(m: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def reference_scores(model, block: torch.nn.Module, norm: torch.nn.Module, image: np.ndarray,
-                     weights: np.ndarray, residual: str, score: str) -> tuple[np.ndarray, np.ndarray]:
+def reference_scores(
+    model,
+    block: torch.nn.Module,
+    norm: torch.nn.Module,
+    image: np.ndarray,
+    weights: np.ndarray,
+    residual: str,
+    score: str,
+) -> tuple[np.ndarray, np.ndarray]:
     """(unmasked scores [C], per-cell scores [h*w, C]) for one image [3, H, W]."""
     dtype = next(model.parameters()).dtype
     x = torch.from_numpy(image[None]).to(dtype)
@@ -92,9 +100,20 @@ class Reference:
     cells: np.ndarray  # [B, h*w, C]
 
 
-def reference_explain(model, block, norm, images: np.ndarray, grid, prefix, kernel="3x3", cls_token=True,
-                      score="softmax", residual="unmasked", targets=None) -> Reference:
-    """ViT-ReciproCAM exactly as ALGORITHM.md defines it, image by image."""
+def reference_explain(
+    model,
+    block,
+    norm,
+    images: np.ndarray,
+    grid,
+    prefix,
+    kernel="3x3",
+    cls_token=True,
+    score="softmax",
+    residual="unmasked",
+    targets=None,
+) -> Reference:
+    """ViT-ReciproCAM exactly as docs/algorithm.md defines it, image by image."""
     weights = reference_weights(grid, prefix, kernel, cls_token)
     runs = [reference_scores(model, block, norm, image, weights, residual, score) for image in images]
     unmasked = np.stack([u for u, _ in runs])

@@ -9,10 +9,11 @@ same, and min-max then magnifies float32 noise); heads get a scale that keeps
 softmax in its sensitive range. Earlier blocks keep the framework's init, so the
 prefix stays numerically tame.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -37,20 +38,20 @@ def make_model(family: Family) -> torch.nn.Module:
         for block, _ in family.blocks(model)[-2:]:
             _sensitise(block)
         for head in family.heads(model):
-            torch.nn.init.normal_(head.weight, std=2.0 / head.in_features ** 0.5)
+            torch.nn.init.normal_(head.weight, std=2.0 / head.in_features**0.5)
     return model.eval()
 
 
 def _sensitise(block: torch.nn.Module) -> None:
     for name, module in block.named_modules():
         if isinstance(module, torch.nn.Linear):
-            torch.nn.init.normal_(module.weight, std=1.0 / module.in_features ** 0.5)
+            torch.nn.init.normal_(module.weight, std=1.0 / module.in_features**0.5)
             if name.endswith(("q_proj", "k_proj", "query", "key")):
                 module.weight *= QK_GAIN
             elif name.endswith("qkv"):
                 module.weight[: 2 * module.in_features] *= QK_GAIN
         elif isinstance(module, torch.nn.MultiheadAttention):
-            torch.nn.init.normal_(module.in_proj_weight, std=1.0 / module.embed_dim ** 0.5)
+            torch.nn.init.normal_(module.in_proj_weight, std=1.0 / module.embed_dim**0.5)
             module.in_proj_weight[: 2 * module.embed_dim] *= QK_GAIN
 
 
@@ -74,8 +75,9 @@ def _timm_heads(model):
 def _torchvision() -> torch.nn.Module:
     from torchvision.models import VisionTransformer
 
-    return VisionTransformer(image_size=224, patch_size=16, num_layers=4, num_heads=4,
-                             hidden_dim=128, mlp_dim=256, num_classes=10)
+    return VisionTransformer(
+        image_size=224, patch_size=16, num_layers=4, num_heads=4, hidden_dim=128, mlp_dim=256, num_classes=10
+    )
 
 
 def _huggingface() -> torch.nn.Module:
@@ -83,8 +85,15 @@ def _huggingface() -> torch.nn.Module:
 
     from export.export_vit import LogitsOnly
 
-    config = ViTConfig(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128,
-                       image_size=224, patch_size=16, num_labels=10)
+    config = ViTConfig(
+        hidden_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=128,
+        image_size=224,
+        patch_size=16,
+        num_labels=10,
+    )
     return LogitsOnly(ViTForImageClassification(config))
 
 
@@ -94,17 +103,31 @@ def _hf_blocks(model):
     return [(b, b.layernorm_before) for b in layers]
 
 
-FAMILIES = {f.name: f for f in [
-    Family("timm-vit-tiny", _timm("vit_tiny_patch16_224"), _timm_blocks, _timm_heads),
-    Family("timm-deit-tiny", _timm("deit_tiny_patch16_224"), _timm_blocks, _timm_heads),
-    Family("timm-deit-tiny-distilled", _timm("deit_tiny_distilled_patch16_224", depth=4), _timm_blocks,
-           _timm_heads),
-    Family("timm-no-cls-avgpool", _timm("vit_tiny_patch16_224", depth=4, class_token=False, global_pool="avg"),
-           _timm_blocks, _timm_heads),
-    Family("timm-patch32", _timm("vit_small_patch32_224", depth=3), _timm_blocks, _timm_heads),
-    Family("timm-160x224", _timm("vit_tiny_patch16_224", depth=3, img_size=(160, 224)), _timm_blocks,
-           _timm_heads, (160, 224)),
-    Family("torchvision", _torchvision, lambda m: [(b, b.ln_1) for b in m.encoder.layers],
-           lambda m: [m.heads.head]),
-    Family("huggingface", _huggingface, _hf_blocks, lambda m: [m.model.classifier]),
-]}
+FAMILIES = {
+    f.name: f
+    for f in [
+        Family("timm-vit-tiny", _timm("vit_tiny_patch16_224"), _timm_blocks, _timm_heads),
+        Family("timm-deit-tiny", _timm("deit_tiny_patch16_224"), _timm_blocks, _timm_heads),
+        Family(
+            "timm-deit-tiny-distilled", _timm("deit_tiny_distilled_patch16_224", depth=4), _timm_blocks, _timm_heads
+        ),
+        Family(
+            "timm-no-cls-avgpool",
+            _timm("vit_tiny_patch16_224", depth=4, class_token=False, global_pool="avg"),
+            _timm_blocks,
+            _timm_heads,
+        ),
+        Family("timm-patch32", _timm("vit_small_patch32_224", depth=3), _timm_blocks, _timm_heads),
+        Family(
+            "timm-160x224",
+            _timm("vit_tiny_patch16_224", depth=3, img_size=(160, 224)),
+            _timm_blocks,
+            _timm_heads,
+            (160, 224),
+        ),
+        Family(
+            "torchvision", _torchvision, lambda m: [(b, b.ln_1) for b in m.encoder.layers], lambda m: [m.heads.head]
+        ),
+        Family("huggingface", _huggingface, _hf_blocks, lambda m: [m.model.classifier]),
+    ]
+}

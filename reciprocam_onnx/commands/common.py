@@ -1,44 +1,55 @@
 """Option bundles and helpers shared by the CLI verbs."""
+
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from ..errors import ModelLoadError
+from ..options import Options
 
 MODEL_SUFFIXES = (".onnx",)
+EXPLAIN_OPTIONS = ("block", "kernel", "cls_token", "score", "residual", "optimize", "precision", "max_batch")
 
 
-def add_explainer_options(parser: argparse.ArgumentParser, kernel_and_score: bool = True) -> None:
-    """The ViT-ReciproCAM options of the explaining verbs (eval sets kernel and score per method)."""
-    group = parser.add_argument_group("ViT-ReciproCAM options")
-    group.add_argument("--block", type=int, default=None,
-                       help="target block, Python-style index (default -2, the second-to-last)")
-    if kernel_and_score:
-        group.add_argument("--kernel", choices=["3x3", "1x1"], help="mask kernel (default 3x3)")
-        group.add_argument("--score", choices=["softmax", "logits"], help="(default softmax)")
-    group.add_argument("--no-cls-token", dest="cls_token", action="store_false", default=None,
-                       help="zero the prefix tokens (CLS etc.) in the masked copies")
-    group.add_argument("--residual", choices=["unmasked", "masked"],
-                       help="mask the residual stream too (default: unmasked, as the paper)")
+def add_option_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
+    """One flag per option in ``names``, generated from ``Options``: --NAME VALUE, or --no-NAME for
+    options that default to True. Flags not given stay None (the option keeps its default)."""
+    group = parser.add_argument_group("ViT-ReciproCAM options (docs/algorithm.md)")
+    for item in fields(Options):
+        if item.name not in names:
+            continue
+        flag, help = item.name.replace("_", "-"), item.metadata["help"]
+        if item.default is True:
+            group.add_argument(
+                f"--no-{flag}", dest=item.name, action="store_false", default=None, help=f"do not {help}"
+            )
+        elif item.metadata["choices"] is not None:
+            group.add_argument(f"--{flag}", choices=item.metadata["choices"], help=f"{help} (default {item.default})")
+        else:
+            default = "" if item.default is None else f" (default {item.default})"
+            group.add_argument(f"--{flag}", type=int, metavar="N", help=f"{help}{default}")
 
 
-def add_runtime_options(parser: argparse.ArgumentParser) -> None:
-    """Where and how the ONNX Runtime sessions run."""
+def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the ONNX Runtime sessions run."""
     group = parser.add_argument_group("runtime options")
     group.add_argument("--cpu", action="store_true", help="run on the CPU even if CUDA is available")
-    group.add_argument("--max-batch", type=int, default=None,
-                       help="masked copies per suffix run (default: from a memory budget)")
 
 
-def explainer_kwargs(args: argparse.Namespace) -> dict:
-    """Keyword arguments for Explainer/fuse: only the options the user gave (else the defaults)."""
-    names = ("block", "kernel", "cls_token", "score", "residual", "max_batch")
-    given = {name: getattr(args, name, None) for name in names}
-    if getattr(args, "cpu", False):
-        given["providers"] = ["CPUExecutionProvider"]
-    return {name: value for name, value in given.items() if value is not None}
+def given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options the user gave on the command line, by name."""
+    return {
+        item.name: getattr(args, item.name) for item in fields(Options) if getattr(args, item.name, None) is not None
+    }
+
+
+def providers(args: argparse.Namespace) -> list[str] | None:
+    """["CPUExecutionProvider"] for --cpu, else None (CUDA when it really starts)."""
+    return ["CPUExecutionProvider"] if getattr(args, "cpu", False) else None
 
 
 def looks_like_model(path: str) -> bool:

@@ -1,11 +1,16 @@
 """``reciprocam eval``: the paper's metrics for ViT-ReciproCAM and baselines on a labelled dataset."""
+
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
 from ..errors import OptionError
-from .common import add_explainer_options, add_runtime_options, default_model, explainer_kwargs
+from ..io.images import RESIZE_MODES
+from ..options import Options
+from .common import add_option_flags, add_runtime_flags, default_model, given_options, providers
+
+EVAL_OPTIONS = ("block", "cls_token", "residual", "optimize", "precision", "max_batch")  # methods set the rest
 
 DEFAULT_SHAPES = 500
 
@@ -19,40 +24,66 @@ class Evaluate:
 
     @classmethod
     def register(cls, sub) -> None:
-        parser = sub.add_parser(cls.name, help=cls.__doc__.splitlines()[0], description=cls.__doc__)
-        parser.add_argument("model", nargs="?", type=Path, default=None,
-                            help="ViT classifier .onnx or split folder (default: the bundled demo model)")
-        parser.add_argument("--dataset", default="shapes",
-                            help="'shapes' (generated on the fly) or a folder of images (default shapes)")
-        parser.add_argument("--n", type=int, default=None,
-                            help=f"images to evaluate (default {DEFAULT_SHAPES} for shapes, all for a folder)")
+        parser = sub.add_parser(cls.name, help=str(cls.__doc__).splitlines()[0], description=cls.__doc__)
+        parser.add_argument(
+            "model",
+            nargs="?",
+            type=Path,
+            default=None,
+            help="ViT classifier .onnx or split folder (default: the bundled demo model)",
+        )
+        parser.add_argument(
+            "--dataset", default="shapes", help="'shapes' (generated on the fly) or a folder of images (default shapes)"
+        )
+        parser.add_argument(
+            "--n",
+            type=int,
+            default=None,
+            help=f"images to evaluate (default {DEFAULT_SHAPES} for shapes, all for a folder)",
+        )
         parser.add_argument("--seed", type=int, default=0, help="shapes stream, RISE masks, random maps (default 0)")
-        parser.add_argument("--labels-csv", type=Path, default=None,
-                            help="file,label[,x0,y0,x1,y1] rows (default FOLDER/labels.csv)")
-        parser.add_argument("--two-objects", action="store_true",
-                            help="shapes with two objects: adds the discriminative pointing game")
-        parser.add_argument("--resize", choices=["crop", "stretch", "none"], default="crop",
-                            help="fit folder images to the model (default crop)")
-        parser.add_argument("--methods", default=None,
-                            help="comma-separated, from reciprocam-3x3, reciprocam-1x1, rise, random, centre "
-                                 "(default all)")
+        parser.add_argument(
+            "--labels-csv", type=Path, default=None, help="file,label[,x0,y0,x1,y1] rows (default FOLDER/labels.csv)"
+        )
+        parser.add_argument(
+            "--two-objects", action="store_true", help="shapes with two objects: adds the discriminative pointing game"
+        )
+        parser.add_argument(
+            "--resize",
+            choices=RESIZE_MODES,
+            default=RESIZE_MODES[0],
+            help="fit folder images to the model (default crop)",
+        )
+        parser.add_argument(
+            "--methods",
+            default=None,
+            help="comma-separated, from reciprocam-3x3, reciprocam-1x1, rise, random, centre (default all)",
+        )
         parser.add_argument("--rise-masks", type=int, default=2000, help="RISE masks (default 2000)")
-        parser.add_argument("--auc-steps", type=int, default=None,
-                            help="deletion/insertion steps (default one grid cell per step)")
+        parser.add_argument(
+            "--auc-steps", type=int, default=None, help="deletion/insertion steps (default one grid cell per step)"
+        )
         parser.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
         parser.add_argument("-o", "--output", type=Path, required=True, help="report folder")
-        add_explainer_options(parser, kernel_and_score=False)
-        add_runtime_options(parser)
+        add_option_flags(parser, EVAL_OPTIONS)
+        add_runtime_flags(parser)
         parser.set_defaults(run=cls.run)
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         from ..evaluation import METHODS, EvalModel, evaluate, report_markdown, write_report
 
-        model = EvalModel(args.model or default_model(), **explainer_kwargs(args))
+        model = EvalModel(args.model or default_model(), Options(**given_options(args)), providers(args))
         methods = [name.strip() for name in (args.methods or ",".join(METHODS)).split(",") if name.strip()]
-        result = evaluate(model, _dataset(args, model), methods, rise_masks=args.rise_masks,
-                          batch_size=args.batch_size, seed=args.seed, auc_steps=args.auc_steps)
+        result = evaluate(
+            model,
+            _dataset(args, model),
+            methods,
+            rise_masks=args.rise_masks,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            auc_steps=args.auc_steps,
+        )
         paths = write_report(result, args.output)
         print(report_markdown(result))
         print("wrote " + ", ".join(str(path) for path in paths))

@@ -1,4 +1,5 @@
 """``reciprocam explain``: saliency maps and overlays for image files."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,16 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageError, ReciproCamError
-from .common import add_explainer_options, add_runtime_options, default_model, explainer_kwargs, looks_like_model
+from ..io.images import RESIZE_MODES
+from .common import (
+    EXPLAIN_OPTIONS,
+    add_option_flags,
+    add_runtime_flags,
+    default_model,
+    given_options,
+    looks_like_model,
+    providers,
+)
 
 
 class Explain:
@@ -20,29 +30,37 @@ class Explain:
 
     @classmethod
     def register(cls, sub) -> None:
-        parser = sub.add_parser(cls.name, help=cls.__doc__.splitlines()[0], description=cls.__doc__)
-        parser.add_argument("inputs", nargs="+", metavar="[MODEL] IMAGE",
-                            help="model (.onnx, fused .onnx or split folder; default: the bundled demo model), "
-                                 "then image files, folders or preprocessed .npy tensors")
+        parser = sub.add_parser(cls.name, help=str(cls.__doc__).splitlines()[0], description=cls.__doc__)
+        parser.add_argument(
+            "inputs",
+            nargs="+",
+            metavar="[MODEL] IMAGE",
+            help="model (.onnx, fused .onnx or split folder; default: the bundled demo model), "
+            "then image files, folders or preprocessed .npy tensors",
+        )
         parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
         parser.add_argument("--target", type=int, default=None, help="class to explain (default: predicted)")
         parser.add_argument("--labels", type=Path, default=None, help="class names, one per line")
-        parser.add_argument("--resize", choices=["crop", "stretch", "none"], default="crop",
-                            help="fit images to the model: shorter side + centre crop (default), "
-                                 "plain resize, or none (sizes must match)")
+        parser.add_argument(
+            "--resize",
+            choices=RESIZE_MODES,
+            default=RESIZE_MODES[0],
+            help="fit images to the model: shorter side + centre crop (default), "
+            "plain resize, or none (sizes must match)",
+        )
         parser.add_argument("--top", type=int, default=5, help="classes to print per image (default 5)")
-        add_explainer_options(parser)
-        add_runtime_options(parser)
+        add_option_flags(parser, EXPLAIN_OPTIONS)
+        add_runtime_flags(parser)
         parser.set_defaults(run=cls.run)
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from ..fused_explainer import open_explainer
-        from ..model_info import read_labels
-        from ..progress import progress
+        from ..engine.fused_explainer import open_explainer
+        from ..io.labels import read_labels
+        from ..io.progress import progress
 
         model, sources = _model_and_images(args.inputs)
-        explainer = open_explainer(model, **explainer_kwargs(args))
+        explainer = open_explainer(model, providers=providers(args), **given_options(args))
         labels = read_labels(args.labels) if args.labels else explainer.info.model.labels
         files, missing = _expand(sources)
         failed = 0
@@ -67,7 +85,7 @@ def _model_and_images(inputs: list[str]) -> tuple[Path, list[Path]]:
 
 def _expand(sources: list[Path]) -> tuple[list[Path], int]:
     """Image files from files and folders, and how many sources were missing or empty."""
-    from ..preprocess import list_images
+    from ..io.images import list_images
 
     if not sources:
         raise ImageError("no images given")
@@ -76,8 +94,7 @@ def _expand(sources: list[Path]) -> tuple[list[Path], int]:
         found = list_images(source) if source.is_dir() else [source] if source.is_file() else []
         if not found:
             missing += 1
-            print(f"skipped {source}: {'no images in folder' if source.is_dir() else 'not found'}",
-                  file=sys.stderr)
+            print(f"skipped {source}: {'no images in folder' if source.is_dir() else 'not found'}", file=sys.stderr)
         files.extend(found)
     return files, missing
 
@@ -92,8 +109,8 @@ def _unique(stem: str, used: set[str]) -> str:
 
 
 def _explain_one(explainer, path: Path, args, labels, name: str) -> None:
-    from ..fileio import write_atomic
-    from ..overlay import overlay, save_png
+    from ..io.files import write_atomic
+    from ..io.overlay import overlay, save_png
 
     tensor, display = _load(explainer, path, args.resize)
     targets = None if args.target is None else [args.target]
@@ -106,7 +123,7 @@ def _explain_one(explainer, path: Path, args, labels, name: str) -> None:
 
 def _load(explainer, path: Path, resize: str) -> tuple[np.ndarray, np.ndarray]:
     """(normalised [3,H,W] tensor, RGB picture for the overlay) from an image or .npy file."""
-    from ..preprocess import preprocess
+    from ..io.images import preprocess
 
     info = explainer.info
     mean, std = info.model.mean, info.model.std
@@ -118,13 +135,14 @@ def _load(explainer, path: Path, resize: str) -> tuple[np.ndarray, np.ndarray]:
         raise ImageError(f"cannot read {path} as a .npy tensor ({exc})") from exc
     tensor = tensor[0] if tensor.ndim == 4 and len(tensor) == 1 else tensor
     if tensor.shape != tuple(info.input_shape):
-        raise ImageError(f"{path} holds a tensor of shape {list(tensor.shape)}; "
-                         f"the model takes {list(info.input_shape)}")
+        raise ImageError(
+            f"{path} holds a tensor of shape {list(tensor.shape)}; the model takes {list(info.input_shape)}"
+        )
     return tensor, _denormalise(tensor, mean, std)
 
 
 def _denormalise(tensor: np.ndarray, mean, std) -> np.ndarray:
-    from ..model_info import IMAGENET_MEAN, IMAGENET_STD
+    from ..io.images import IMAGENET_MEAN, IMAGENET_STD
 
     mean = np.asarray(mean or IMAGENET_MEAN, np.float32)[:, None, None]
     std = np.asarray(std or IMAGENET_STD, np.float32)[:, None, None]
@@ -135,6 +153,9 @@ def _denormalise(tensor: np.ndarray, mean, std) -> np.ndarray:
 def _summary(path: Path, written: Path, out, labels, top: int) -> str:
     scores = out.scores[0]
     order = np.argsort(-scores)[:top]
-    name = (lambda k: labels[k] if labels is not None and k < len(labels) else str(k))
+
+    def name(k: int) -> str:
+        return labels[k] if labels is not None and k < len(labels) else str(k)
+
     ranked = ", ".join(f"{name(k)} {scores[k]:.3f}" for k in order)
     return f"{path} -> {written}\n  target: {name(int(out.targets[0]))}\n  top-{len(order)}: {ranked}"

@@ -1,10 +1,14 @@
 """``reciprocam fuse``: one ONNX graph returning logits and saliency maps."""
+
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from .common import add_explainer_options, explainer_kwargs
+from ..contract import FUSED_OUTPUTS
+from .common import add_option_flags, given_options
+
+FUSE_OPTIONS = ("block", "kernel", "cls_token", "score", "residual", "optimize", "chunk")
 
 
 class Fuse:
@@ -15,24 +19,18 @@ class Fuse:
 
     @classmethod
     def register(cls, sub) -> None:
-        parser = sub.add_parser(cls.name, help=cls.__doc__.splitlines()[0], description=cls.__doc__)
+        parser = sub.add_parser(cls.name, help=str(cls.__doc__).splitlines()[0], description=cls.__doc__)
         parser.add_argument("model", type=Path, help="ViT classifier, .onnx")
         parser.add_argument("-o", "--output", type=Path, required=True, help="fused .onnx to write")
-        parser.add_argument("--chunk", type=int, default=None,
-                            help="run the masked copies this many cells at a time in an ONNX Loop "
-                                 "(bounds peak memory; default: all at once)")
-        add_explainer_options(parser)
+        add_option_flags(parser, FUSE_OPTIONS)
         parser.set_defaults(run=cls.run)
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from ..fileio import write_bytes_atomic
-        from ..graph.fuse import fuse
+        from ..engine.fused_graph import fuse
+        from ..io.files import write_bytes_atomic
 
-        options = explainer_kwargs(args)
-        options.pop("max_batch", None)
-        fused = fuse(args.model, chunk=args.chunk, **options)
+        fused = fuse(args.model, **given_options(args))
         write_bytes_atomic(args.output, fused.SerializeToString())
-        print(f"wrote {args.output}: outputs logits, saliency, saliency_u8 "
-              f"({args.output.stat().st_size / 1e6:.1f} MB)")
+        print(f"wrote {args.output}: outputs {', '.join(FUSED_OUTPUTS)} ({args.output.stat().st_size / 1e6:.1f} MB)")
         return 0

@@ -1,8 +1,12 @@
 """``reciprocam split``: cut a model into prefix and suffix graphs."""
+
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from ..options import CUT, Options
+from .common import add_option_flags, given_options
 
 
 class Split:
@@ -14,18 +18,23 @@ class Split:
     def register(cls, sub) -> None:
         parser = sub.add_parser(cls.name, help=cls.__doc__, description=cls.__doc__)
         parser.add_argument("model", type=Path, help="ViT classifier, .onnx")
-        parser.add_argument("--block", type=int, default=-2, help="target block (default -2)")
         parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+        add_option_flags(parser, CUT)
         parser.set_defaults(run=cls.run)
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from ..graph.split import save_split, split_model
+        from ..contract import save_split
+        from ..split.pipeline import split_model
 
-        split = split_model(args.model, block=args.block)
+        options = Options(**given_options(args))
+        split = split_model(args.model, options.block, optimize=options.optimize)
         folder = save_split(split, args.output)
         info = split.info
-        print(f"split {args.model} at block {info.block} of {info.blocks} "
-              f"({info.tokens} tokens = {info.prefix_tokens} prefix + {info.grid[0]}x{info.grid[1]} grid, "
-              f"width {info.width}, {info.classes} classes) -> {folder}")
+        print(
+            f"split {args.model} at block {info.block} of {info.blocks} "
+            f"({info.tokens} tokens = {info.prefix_tokens} prefix + {info.grid[0]}x{info.grid[1]} grid, "
+            f"width {info.width}, {info.classes} classes) -> {folder}"
+        )
+        print(f"rewrites: {info.rewrites_line()}")
         return 0

@@ -12,12 +12,21 @@ shows them as percentages.
 Modules: ``data`` (datasets), ``methods`` (the model and the saliency methods),
 ``run`` (the evaluation loop), ``report`` (report files).
 """
+
 from .data import fit_box, folder_dataset, shapes_dataset
 from .methods import METHODS, EvalModel
 from .report import json_safe, report_markdown, write_report
 from .run import METRICS, evaluate
 
 __all__ = [
-    "METHODS", "METRICS", "EvalModel", "evaluate", "fit_box", "folder_dataset", "json_safe", "report_markdown",
-    "shapes_dataset", "write_report",
+    "METHODS",
+    "METRICS",
+    "EvalModel",
+    "evaluate",
+    "fit_box",
+    "folder_dataset",
+    "json_safe",
+    "report_markdown",
+    "shapes_dataset",
+    "write_report",
 ]

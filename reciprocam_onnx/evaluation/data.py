@@ -1,4 +1,5 @@
 """Evaluation datasets: images fitted to the model with their labels and boxes."""
+
 from __future__ import annotations
 
 import csv
@@ -8,16 +9,18 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 
-from ..datasets.shapes import generate, make_two_object_sample
 from ..errors import ImageError, OptionError
-from ..preprocess import load_image, preprocess
+from ..io.images import load_image, preprocess
+from .shapes import generate, make_two_object_sample
 
 log = logging.getLogger(__name__)
 
 Box = tuple[int, int, int, int]
+Entry = TypeVar("Entry")
 
 
 @dataclass(frozen=True)
@@ -40,11 +43,11 @@ class EvalItem:
         return (classes[0], classes[1]) if len(classes) >= 2 else None
 
 
-class Dataset:
+class Dataset(Generic[Entry]):
     """A named stream of EvalItems built lazily from ``entries``; unreadable ones are logged,
     skipped and counted in ``skipped``."""
 
-    def __init__(self, name: str, entries: Sequence, load: Callable[[object], EvalItem]):
+    def __init__(self, name: str, entries: Sequence[Entry], load: Callable[[Entry], EvalItem]):
         self.name = name
         self._entries = list(entries)
         self._load = load
@@ -63,8 +66,16 @@ class Dataset:
                 log.warning("skipped: %s", exc)
 
 
-def make_item(name: str, rgb: np.ndarray, label: int | None, boxes: Iterable[tuple[int, Box]],
-              size: tuple[int, int], mean=None, std=None, resize: str = "crop") -> EvalItem:
+def make_item(
+    name: str,
+    rgb: np.ndarray,
+    label: int | None,
+    boxes: Iterable[tuple[int, Box]],
+    size: tuple[int, int],
+    mean=None,
+    std=None,
+    resize: str = "crop",
+) -> EvalItem:
     """Fit ``rgb`` and its boxes to the model's ``size`` (H, W) and normalise it."""
     tensor, fitted = preprocess(rgb, size, mean, std, resize)
     moved = [(cls, fit_box(box, rgb.shape[:2], size, resize)) for cls, box in boxes]
@@ -74,22 +85,25 @@ def make_item(name: str, rgb: np.ndarray, label: int | None, boxes: Iterable[tup
 def fit_box(box: Box, source_hw: tuple[int, int], size: tuple[int, int], mode: str) -> Box | None:
     """``box`` moved the way :func:`preprocess.fit_image` moves the pixels; None if cropped away."""
     (h, w), (height, width) = source_hw, size
+    x0, y0, x1, y1 = box
     if (h, w) == (height, width):
-        return tuple(int(v) for v in box)
+        return int(x0), int(y0), int(x1), int(y1)
     if mode == "stretch":
         sx, sy, left, top = width / w, height / h, 0, 0
     else:
         scale = max(height / h, width / w)
         new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
         sx, sy, left, top = new_w / w, new_h / h, (new_w - width) // 2, (new_h - height) // 2
-    x0, y0, x1, y1 = box
-    fitted = (min(max(math.floor(x0 * sx - left), 0), width), min(max(math.floor(y0 * sy - top), 0), height),
-              min(max(math.ceil(x1 * sx - left), 0), width), min(max(math.ceil(y1 * sy - top), 0), height))
+    fitted = (
+        min(max(math.floor(x0 * sx - left), 0), width),
+        min(max(math.floor(y0 * sy - top), 0), height),
+        min(max(math.ceil(x1 * sx - left), 0), width),
+        min(max(math.ceil(y1 * sy - top), 0), height),
+    )
     return fitted if fitted[2] > fitted[0] and fitted[3] > fitted[1] else None
 
 
-def shapes_dataset(n: int, seed: int, size: tuple[int, int], mean=None, std=None,
-                   two_objects: bool = False) -> Dataset:
+def shapes_dataset(n: int, seed: int, size: tuple[int, int], mean=None, std=None, two_objects: bool = False) -> Dataset:
     """``n`` synthetic shapes images generated on the fly; image ``i`` depends only on (seed, i)."""
     side = max(size)
 
@@ -105,8 +119,15 @@ def shapes_dataset(n: int, seed: int, size: tuple[int, int], mean=None, std=None
     return Dataset(f"{kind} (seed {seed})", range(n), load)
 
 
-def folder_dataset(folder: str | os.PathLike, labels_csv: str | os.PathLike | None, size: tuple[int, int],
-                   mean=None, std=None, resize: str = "crop", n: int | None = None) -> Dataset:
+def folder_dataset(
+    folder: str | os.PathLike,
+    labels_csv: str | os.PathLike | None,
+    size: tuple[int, int],
+    mean=None,
+    std=None,
+    resize: str = "crop",
+    n: int | None = None,
+) -> Dataset:
     """Images of ``folder`` listed in ``labels_csv`` (default FOLDER/labels.csv), first ``n`` files.
 
     Rows are file,label[,x0,y0,x1,y1]; several rows of one file give several boxes
@@ -144,9 +165,13 @@ def read_labels_csv(path: Path) -> dict[str, list[tuple[int, Box | None]]]:
 
 def _parse_row(row: dict, where: str) -> tuple[int, Box | None]:
     coords = [row.get(key) for key in ("x0", "y0", "x1", "y1")]
+    given = [v for v in coords if v is not None and v != ""]
     try:
         label = int(row["label"])
-        box = tuple(int(float(v)) for v in coords) if all(v not in (None, "") for v in coords) else None
+        box: Box | None = None
+        if len(given) == len(coords):
+            x0, y0, x1, y1 = (int(float(v)) for v in given)
+            box = (x0, y0, x1, y1)
     except (TypeError, ValueError) as exc:
         raise OptionError(f"{where}: label must be a class index and x0,y0,x1,y1 numbers ({exc})") from exc
     if box is not None and (box[2] <= box[0] or box[3] <= box[1]):

@@ -1,4 +1,5 @@
 """The model under evaluation and the saliency methods compared on it."""
+
 from __future__ import annotations
 
 import os
@@ -8,33 +9,42 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from ..baselines import centre_maps, random_maps, rise_maps
-from ..errors import OptionError
-from ..explainer import Explainer, to_scores
+from ..contract import SplitInfo, is_split_folder
+from ..engine.explainer import Explainer
+from ..engine.scores import to_scores
+from ..errors import OptionError, onnxruntime_errors
 from ..graph.model import load_model
-from ..graph.split import SplitInfo, is_split_folder
-from ..runtime import make_session
+from ..graph.runtime import make_session
+from ..options import KERNELS, SCORES, Options
+from .baselines import centre_maps, random_maps, rise_maps
 
 MapFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+SOFTMAX = SCORES[0]
 
 
 class EvalModel:
-    """The model under evaluation: a softmax score function and ViT-ReciproCAM explainers per kernel.
+    """The model under evaluation: a softmax score function and ViT-ReciproCAM explainers per kernel,
+    all from one split.
 
-    ``options`` are Explainer options (block, cls_token, residual, providers, max_batch); the
-    kernel is chosen per method and scores are always softmax, as the metrics need.
+    ``options`` set the cut and the copies (block, cls_token, residual, max_batch, ...); the kernel
+    is chosen per method and scores are always softmax, as the metrics need.
     """
 
-    def __init__(self, model: str | os.PathLike | onnx.ModelProto, **options):
-        clash = {"kernel", "score"} & set(options)
+    def __init__(
+        self,
+        model: str | os.PathLike | onnx.ModelProto,
+        options: Options | None = None,
+        providers: Sequence[str] | None = None,
+    ):
+        options = options or Options()
+        clash = sorted(name for name in ("kernel", "score") if name in options.changed())
         if clash:
-            raise OptionError(f"eval sets {', '.join(sorted(clash))} itself; pick methods instead")
+            raise OptionError(f"eval sets {', '.join(clash)} itself; pick methods instead")
         self.source = model
-        self.options = options
-        self._explainers: dict[str, Explainer] = {}
-        self.explainer("3x3")
+        base = Explainer(model, options.updated(score=SOFTMAX), providers=providers)
+        self._explainers = {kernel: base.with_options(kernel=kernel) for kernel in KERNELS}
         folder = not isinstance(model, onnx.ModelProto) and is_split_folder(model)
-        self._forward = None if folder else make_session(load_model(model), options.get("providers"))
+        self._forward = None if folder else make_session(load_model(model), providers)
 
     @property
     def name(self) -> str:
@@ -42,24 +52,23 @@ class EvalModel:
 
     @property
     def info(self) -> SplitInfo:
-        return self.explainer("3x3").info
+        return self.explainer(KERNELS[0]).info
 
     def explainer(self, kernel: str) -> Explainer:
-        """The explainer with ``kernel`` (built on first use)."""
-        if kernel not in self._explainers:
-            self._explainers[kernel] = Explainer(self.source, kernel=kernel, score="softmax", **self.options)
+        """The explainer with ``kernel``."""
         return self._explainers[kernel]
 
     def score_fn(self, images: np.ndarray) -> np.ndarray:
         """Softmax scores [N, C] of the unmasked model (one forward pass of the whole batch)."""
         if self._forward is None:  # a split folder: prefix + suffix, image by image
-            return self.explainer("3x3").predict(images)
+            return self.explainer(KERNELS[0]).predict(images)
         info = self.info
-        if info.static_batch is not None:
-            logits = np.concatenate([self._forward.run(None, {info.input_name: x[None]})[0] for x in images])
-        else:
-            logits = self._forward.run(None, {info.input_name: np.ascontiguousarray(images, np.float32)})[0]
-        return to_scores(logits, "softmax")
+        with onnxruntime_errors("running the model"):
+            if info.static_batch is not None:
+                logits = np.concatenate([self._forward.run(None, {info.input_name: x[None]})[0] for x in images])
+            else:
+                logits = self._forward.run(None, {info.input_name: np.ascontiguousarray(images, np.float32)})[0]
+        return to_scores(logits, SOFTMAX)
 
 
 @dataclass(frozen=True)
@@ -75,13 +84,20 @@ def _reciprocam(kernel: str) -> Callable[[EvalModel, MethodSettings], MapFn]:
     def make(model: EvalModel, settings: MethodSettings) -> MapFn:
         explainer = model.explainer(kernel)
         return lambda images, targets: explainer.explain(images, targets).maps
+
     return make
 
 
 def _rise(model: EvalModel, settings: MethodSettings) -> MapFn:
-    return lambda images, targets: rise_maps(model.score_fn, images, targets, model.info.grid,
-                                             n_masks=settings.rise_masks, seed=settings.seed,
-                                             batch_size=settings.batch_size)
+    return lambda images, targets: rise_maps(
+        model.score_fn,
+        images,
+        targets,
+        model.info.grid,
+        n_masks=settings.rise_masks,
+        seed=settings.seed,
+        batch_size=settings.batch_size,
+    )
 
 
 def _random(model: EvalModel, settings: MethodSettings) -> MapFn:
@@ -94,8 +110,7 @@ def _centre(model: EvalModel, settings: MethodSettings) -> MapFn:
 
 
 METHODS: dict[str, Callable[[EvalModel, MethodSettings], MapFn]] = {
-    "reciprocam-3x3": _reciprocam("3x3"),
-    "reciprocam-1x1": _reciprocam("1x1"),
+    **{f"reciprocam-{kernel}": _reciprocam(kernel) for kernel in KERNELS},
     "rise": _rise,
     "random": _random,
     "centre": _centre,

@@ -1,4 +1,5 @@
 """Reports of an evaluation result: report.json, report.md and examples.png."""
+
 from __future__ import annotations
 
 import json
@@ -9,21 +10,31 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..fileio import write_text_atomic
-from ..overlay import overlay, save_png
+from ..io.files import write_text_atomic
+from ..io.overlay import overlay, save_png
 
-COLUMNS = (("pointing_game", "PG ↑"), ("energy_pointing_game", "EPG ↑"), ("average_drop", "AD ↓"),
-           ("increase", "Inc ↑"), ("coherency", "Coh ↑"), ("complexity", "Com ↓"), ("adcc", "ADCC ↑"),
-           ("deletion_auc", "Del ↓"), ("insertion_auc", "Ins ↑"), ("discriminative_pointing_game", "DPG ↑"))
+COLUMNS = (
+    ("pointing_game", "PG ↑"),
+    ("energy_pointing_game", "EPG ↑"),
+    ("average_drop", "AD ↓"),
+    ("increase", "Inc ↑"),
+    ("coherency", "Coh ↑"),
+    ("complexity", "Com ↓"),
+    ("adcc", "ADCC ↑"),
+    ("deletion_auc", "Del ↓"),
+    ("insertion_auc", "Ins ↑"),
+    ("discriminative_pointing_game", "DPG ↑"),
+)
 
 
 def write_report(result: dict, folder: str | os.PathLike) -> list[Path]:
     """Write report.json, report.md and examples.png into ``folder``; returns their paths."""
     folder = Path(folder)
     summary = {key: value for key, value in result.items() if key != "examples"}
-    paths = [write_text_atomic(folder / "report.json",
-                               json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n"),
-             write_text_atomic(folder / "report.md", report_markdown(result))]
+    paths = [
+        write_text_atomic(folder / "report.json", json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n"),
+        write_text_atomic(folder / "report.md", report_markdown(result)),
+    ]
     if result.get("examples"):
         save_png(folder / "examples.png", examples_grid(result["examples"]))
         paths.append(folder / "examples.png")
@@ -48,16 +59,24 @@ def json_safe(value):
 def report_markdown(result: dict) -> str:
     """The report as Markdown: a header, the metrics table (percentages) and a line per method."""
     accuracy = "unknown" if result.get("accuracy") is None else f"{_percent(result['accuracy'])}%"
-    lines = ["# ViT-ReciproCAM evaluation", "",
-             f"Model `{result['model']}` on {result['dataset']}: {result['n']} images "
-             f"({result['skipped']} skipped), accuracy {accuracy}.",
-             "", "| Method | " + " | ".join(title for _, title in COLUMNS) + " | s/image |",
-             "|---" * (len(COLUMNS) + 2) + "|"]
+    lines = [
+        "# ViT-ReciproCAM evaluation",
+        "",
+        f"Model `{result['model']}` on {result['dataset']}: {result['n']} images "
+        f"({result['skipped']} skipped), accuracy {accuracy}.",
+        "",
+        "| Method | " + " | ".join(title for _, title in COLUMNS) + " | s/image |",
+        "|---" * (len(COLUMNS) + 2) + "|",
+    ]
     for name, metrics in result["methods"].items():
         cells = [_percent(metrics.get(key)) for key, _ in COLUMNS] + [_seconds(metrics.get("seconds_per_image"))]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "Metrics in %; ↑ higher is better, ↓ lower is better. Targets: ground-truth labels "
-                  "where known, else the predicted class.", ""]
+    lines += [
+        "",
+        "Metrics in %; ↑ higher is better, ↓ lower is better. Targets: ground-truth labels "
+        "where known, else the predicted class.",
+        "",
+    ]
     lines += [_method_line(name, metrics) for name, metrics in result["methods"].items()]
     lines += _class_table(result.get("pointing_game_by_class") or {})
     return "\n".join(lines) + "\n"
@@ -69,8 +88,13 @@ def _class_table(by_class: dict[str, dict[str, dict]]) -> list[str]:
     classes = next((list(table) for table in by_class.values() if table), [])
     if len(classes) < 2:
         return []
-    lines = ["", "## Pointing game by class", "", "| Class | n | " + " | ".join(names) + " |",
-             "|---" * (len(names) + 2) + "|"]
+    lines = [
+        "",
+        "## Pointing game by class",
+        "",
+        "| Class | n | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 2) + "|",
+    ]
     for label in classes:
         count = next(table[label]["n"] for table in by_class.values() if label in table)
         cells = [_percent(by_class[name].get(label, {}).get("pointing_game")) for name in names]
@@ -79,10 +103,12 @@ def _class_table(by_class: dict[str, dict[str, dict]]) -> list[str]:
 
 
 def _method_line(name: str, metrics: dict) -> str:
-    return (f"- **{name}**: ADCC {_percent(metrics.get('adcc'))}%, pointing game "
-            f"{_percent(metrics.get('pointing_game'))}%, deletion {_percent(metrics.get('deletion_auc'))}%, "
-            f"insertion {_percent(metrics.get('insertion_auc'))}%, "
-            f"{_seconds(metrics.get('seconds_per_image'))} s per image over {metrics['n']} images")
+    return (
+        f"- **{name}**: ADCC {_percent(metrics.get('adcc'))}%, pointing game "
+        f"{_percent(metrics.get('pointing_game'))}%, deletion {_percent(metrics.get('deletion_auc'))}%, "
+        f"insertion {_percent(metrics.get('insertion_auc'))}%, "
+        f"{_seconds(metrics.get('seconds_per_image'))} s per image over {metrics['n']} images"
+    )
 
 
 def _percent(value: float | None) -> str:

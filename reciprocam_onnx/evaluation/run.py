@@ -1,4 +1,5 @@
 """The evaluation loop: every metric of every method, tallied over a dataset's batches."""
+
 from __future__ import annotations
 
 import logging
@@ -10,17 +11,36 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from ..errors import ImageError, OptionError
-from ..metrics import (adcc, deletion_auc, discriminative_pointing_game, energy_pointing_game,
-                       explanation_metrics, insertion_auc, pointing_game)
-from ..progress import progress as progress_bar
+from ..errors import ImageError, InternalError, OptionError
+from ..io.progress import progress as progress_bar
+from ..options import Options
 from .data import Dataset, EvalItem
 from .methods import METHODS, EvalModel, MapFn, MethodSettings, make_methods
+from .metrics import (
+    adcc,
+    deletion_auc,
+    discriminative_pointing_game,
+    energy_pointing_game,
+    explanation_metrics,
+    insertion_auc,
+    pointing_game,
+)
 
 log = logging.getLogger(__name__)
 
-METRICS = ("pointing_game", "energy_pointing_game", "average_drop", "increase", "coherency", "complexity",
-           "adcc", "deletion_auc", "insertion_auc", "discriminative_pointing_game", "seconds_per_image")
+METRICS = (
+    "pointing_game",
+    "energy_pointing_game",
+    "average_drop",
+    "increase",
+    "coherency",
+    "complexity",
+    "adcc",
+    "deletion_auc",
+    "insertion_auc",
+    "discriminative_pointing_game",
+    "seconds_per_image",
+)
 
 
 @dataclass
@@ -38,8 +58,10 @@ class _Tally:
 
     def class_result(self, label: Callable[[int], str]) -> dict[str, dict]:
         """Pointing game per target class, in class order: label -> {"pointing_game", "n"}."""
-        return {label(target): {"pointing_game": float(np.mean(hits)), "n": len(hits)}
-                for target, hits in sorted(self.class_hits.items())}
+        return {
+            label(target): {"pointing_game": float(np.mean(hits)), "n": len(hits)}
+            for target, hits in sorted(self.class_hits.items())
+        }
 
     def mean(self, key: str) -> float | None:
         return self.sums[key] / self.counts[key] if self.counts.get(key) else None
@@ -48,7 +70,7 @@ class _Tally:
         """The method's entry of the report: every metric of METRICS (None where undefined), and n."""
         out = {key: self.mean(key) for key in METRICS}
         ad, coh, com = out["average_drop"], out["coherency"], out["complexity"]
-        out["adcc"] = adcc(ad, coh, com) if None not in (ad, coh, com) else None
+        out["adcc"] = adcc(ad, coh, com) if ad is not None and coh is not None and com is not None else None
         out["seconds_per_image"] = self.seconds / n if n else None
         return {**out, "n": n}
 
@@ -56,8 +78,9 @@ class _Tally:
 class _Evaluation:
     """Metrics of every method over a stream of batches."""
 
-    def __init__(self, model: EvalModel, methods: dict[str, MapFn], batch_size: int,
-                 auc_steps: int | None, examples: int):
+    def __init__(
+        self, model: EvalModel, methods: dict[str, MapFn], batch_size: int, auc_steps: int | None, examples: int
+    ):
         self.model, self.methods = model, methods
         self.batch_size, self.auc_steps, self.want_examples = batch_size, auc_steps, examples
         self.tallies = {name: _Tally() for name in methods}
@@ -96,10 +119,16 @@ class _Evaluation:
         return maps
 
     def _add_auc(self, tally: _Tally, images: np.ndarray, maps: np.ndarray, targets: np.ndarray) -> None:
-        options = {"steps": self.auc_steps, "batch_size": self.batch_size}
+        steps, batch_size = self.auc_steps, self.batch_size
         for image, map_hw, target in zip(images, maps, targets):
-            tally.add("deletion_auc", deletion_auc(self.model.score_fn, image, map_hw, int(target), **options))
-            tally.add("insertion_auc", insertion_auc(self.model.score_fn, image, map_hw, int(target), **options))
+            tally.add(
+                "deletion_auc",
+                deletion_auc(self.model.score_fn, image, map_hw, int(target), steps=steps, batch_size=batch_size),
+            )
+            tally.add(
+                "insertion_auc",
+                insertion_auc(self.model.score_fn, image, map_hw, int(target), steps=steps, batch_size=batch_size),
+            )
 
     @staticmethod
     def _add_pointing(tally: _Tally, items: list[EvalItem], maps: np.ndarray, targets: np.ndarray) -> None:
@@ -122,28 +151,47 @@ class _Evaluation:
         maps_b = fn(images[index], np.array([b for _, (_, b) in pairs]))
         for (k, (a, b)), map_a, map_b in zip(pairs, maps_a, maps_b):
             item = items[k]
-            hits = discriminative_pointing_game(map_a, map_b, item.box_for(a), item.box_for(b),
-                                                item.image_rgb.shape[:2])
+            box_a, box_b = item.box_for(a), item.box_for(b)
+            if box_a is None or box_b is None:
+                raise InternalError(f"{item.name}: two_classes named a class without a box")
+            hits = discriminative_pointing_game(map_a, map_b, box_a, box_b, item.image_rgb.shape[:2])
             tally.add("discriminative_pointing_game", float(np.mean(hits)), 2)
 
     def _keep_examples(self, items: list[EvalItem], targets: np.ndarray, maps: dict[str, np.ndarray]) -> None:
-        for k, item in enumerate(items[:max(0, self.want_examples - len(self.examples))]):
-            self.examples.append({"name": item.name, "image": item.image_rgb, "boxes": item.boxes,
-                                  "target": self.model.info.model.label(int(targets[k])),
-                                  "maps": {name: stack[k] for name, stack in maps.items()}})
+        for k, item in enumerate(items[: max(0, self.want_examples - len(self.examples))]):
+            self.examples.append(
+                {
+                    "name": item.name,
+                    "image": item.image_rgb,
+                    "boxes": item.boxes,
+                    "target": self.model.info.model.label(int(targets[k])),
+                    "maps": {name: stack[k] for name, stack in maps.items()},
+                }
+            )
 
     def result(self) -> dict:
         label = self.model.info.model.label
-        return {"accuracy": self.correct / self.labelled if self.labelled else None,
-                "methods": {name: tally.result(self.n) for name, tally in self.tallies.items()},
-                "pointing_game_by_class": {name: tally.class_result(label) for name, tally in self.tallies.items()},
-                "examples": self.examples}
+        return {
+            "accuracy": self.correct / self.labelled if self.labelled else None,
+            "methods": {name: tally.result(self.n) for name, tally in self.tallies.items()},
+            "pointing_game_by_class": {name: tally.class_result(label) for name, tally in self.tallies.items()},
+            "examples": self.examples,
+        }
 
 
-def evaluate(model: EvalModel | str | os.PathLike | onnx.ModelProto, dataset: Dataset,
-             methods: Sequence[str] = tuple(METHODS), rise_masks: int = 2000, batch_size: int = 16,
-             progress: bool = True, *, seed: int = 0, auc_steps: int | None = None, examples: int = 6,
-             **options) -> dict:
+def evaluate(
+    model: EvalModel | str | os.PathLike | onnx.ModelProto,
+    dataset: Dataset,
+    methods: Sequence[str] = tuple(METHODS),
+    rise_masks: int = 2000,
+    batch_size: int = 16,
+    progress: bool = True,
+    *,
+    seed: int = 0,
+    auc_steps: int | None = None,
+    examples: int = 6,
+    options: Options | None = None,
+) -> dict:
     """Every metric of every method over ``dataset``; see the package docstring.
 
     ``model`` is an EvalModel or a model for one (with ``options``). ``auc_steps``: deletion and
@@ -153,7 +201,7 @@ def evaluate(model: EvalModel | str | os.PathLike | onnx.ModelProto, dataset: Da
     and "examples" (pictures for :func:`write_report`, left out of report.json).
     """
     _check_settings(rise_masks, batch_size, auc_steps)
-    model = model if isinstance(model, EvalModel) else EvalModel(model, **options)
+    model = model if isinstance(model, EvalModel) else EvalModel(model, options)
     settings = MethodSettings(rise_masks, seed, batch_size)
     run = _Evaluation(model, make_methods(model, methods, settings), batch_size, auc_steps, examples)
     items = progress_bar(dataset, len(dataset), "evaluating") if progress else dataset
@@ -162,16 +210,27 @@ def evaluate(model: EvalModel | str | os.PathLike | onnx.ModelProto, dataset: Da
     if run.n == 0:
         raise ImageError(f"no readable images in {dataset.name} ({dataset.skipped} skipped)")
     log.info("evaluated %d images of %s (%d skipped)", run.n, dataset.name, dataset.skipped)
-    return {"model": model.name, "dataset": dataset.name, "n": run.n, "skipped": dataset.skipped,
-            "settings": {"rise_masks": rise_masks, "seed": seed, "auc_steps": auc_steps,
-                         "batch_size": batch_size, "grid": list(model.info.grid)},
-            **run.result()}
+    return {
+        "model": model.name,
+        "dataset": dataset.name,
+        "n": run.n,
+        "skipped": dataset.skipped,
+        "settings": {
+            "rise_masks": rise_masks,
+            "seed": seed,
+            "auc_steps": auc_steps,
+            "batch_size": batch_size,
+            "grid": list(model.info.grid),
+        },
+        **run.result(),
+    }
 
 
 def _check_settings(rise_masks: int, batch_size: int, auc_steps: int | None) -> None:
     if rise_masks < 1 or batch_size < 1 or (auc_steps is not None and auc_steps < 1):
-        raise OptionError(f"rise masks, batch size and AUC steps must be at least 1; "
-                          f"got {rise_masks}, {batch_size}, {auc_steps}")
+        raise OptionError(
+            f"rise masks, batch size and AUC steps must be at least 1; got {rise_masks}, {batch_size}, {auc_steps}"
+        )
 
 
 def _batches(items: Iterable[EvalItem], size: int) -> Iterator[list[EvalItem]]:

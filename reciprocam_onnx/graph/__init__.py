@@ -1,1 +1,1 @@
-"""Graph analysis and surgery: find transformer blocks, split at a block."""
+"""ONNX plumbing: loading models, graphsurgeon helpers, ONNX Runtime sessions, axis following."""

@@ -14,6 +14,7 @@ Three rewrites use this: :func:`make_batch_dynamic` (a fixed batch of 1 becomes
 distinct-row attention of distinct.py (an axis of ``size`` elements only fits
 a Reshape output axis that can hold them).
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..errors import GraphStructureError
+from ..errors import GraphStructureError, InternalError
 from .gsutil import constant_value
 
 log = logging.getLogger(__name__)
@@ -32,18 +33,56 @@ Place = tuple[int, int]  # (axis, inner factor)
 Option = tuple[dict[str, Place], dict[str, int]]  # (tensor places, Reshape name -> chosen axis)
 
 _ELEMENTWISE = {
-    "Add", "Sub", "Mul", "Div", "Pow", "Where", "Equal", "Greater", "Less", "And", "Or",
-    "Not", "Max", "Min", "Erf", "Sqrt", "Exp", "Log", "Tanh", "Sigmoid", "Relu", "Gelu",
-    "Cast", "Identity", "Neg", "Abs", "Reciprocal", "Clip", "Dropout", "Softplus",
-    "HardSigmoid", "HardSwish", "Mish", "Floor", "Ceil", "Round", "Sign", "Mod",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Where",
+    "Equal",
+    "Greater",
+    "Less",
+    "And",
+    "Or",
+    "Not",
+    "Max",
+    "Min",
+    "Erf",
+    "Sqrt",
+    "Exp",
+    "Log",
+    "Tanh",
+    "Sigmoid",
+    "Relu",
+    "Gelu",
+    "Cast",
+    "Identity",
+    "Neg",
+    "Abs",
+    "Reciprocal",
+    "Clip",
+    "Dropout",
+    "Softplus",
+    "HardSigmoid",
+    "HardSwish",
+    "Mish",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Sign",
+    "Mod",
 }
 _REDUCE = {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2"}
 _SEARCH_BUDGET = 20_000
 
 
-def follow_axis(graph: gs.Graph, shapes: dict[str, tuple[int, ...]], start: dict[str, Place],
-                sinks: frozenset[str] = frozenset(), size: int = 1
-                ) -> tuple[dict[str, int] | None, gs.Node | None]:
+def follow_axis(
+    graph: gs.Graph,
+    shapes: dict[str, tuple[int, ...]],
+    start: dict[str, Place],
+    sinks: frozenset[str] = frozenset(),
+    size: int = 1,
+) -> tuple[dict[str, int] | None, gs.Node | None]:
     """Follow an axis of ``size`` elements from ``start`` (tensor name -> place) through ``graph``.
 
     ``shapes`` holds every tensor's shape as the graph runs now; nodes named in
@@ -64,6 +103,8 @@ def make_batch_dynamic(graph: gs.Graph, shapes: dict[str, tuple[int, ...]]) -> i
     """
     choices, failed = follow_axis(graph, shapes, {t.name: (0, 1) for t in graph.inputs})
     if choices is None:
+        if failed is None:
+            raise InternalError("follow_axis failed without naming the node where it failed")
         raise GraphStructureError(
             "cannot make this model's suffix accept a batch of masked copies: "
             f"the batch axis cannot be followed through {failed.op} node {failed.name!r}"
@@ -79,8 +120,7 @@ def make_batch_dynamic(graph: gs.Graph, shapes: dict[str, tuple[int, ...]]) -> i
 class _Search:
     """Depth-first search over the Reshape choices, pruned by contradictions."""
 
-    def __init__(self, nodes: list[gs.Node], shapes: dict[str, tuple[int, ...]], sinks: frozenset[str],
-                 size: int):
+    def __init__(self, nodes: list[gs.Node], shapes: dict[str, tuple[int, ...]], sinks: frozenset[str], size: int):
         self.nodes, self.shapes, self.sinks, self.size = nodes, shapes, sinks, size
         self.steps, self.failed_at = 0, nodes[0] if nodes else None
         self.furthest = -1
@@ -294,8 +334,8 @@ def _flatten(node, places, shapes) -> list[Option]:
     k = _axis_attr(node, shapes, 1)
     axis, inner = places[node.inputs[0].name]
     if axis < k:
-        return _same_place(node, (0, inner * math.prod(dims[axis + 1:k])))
-    return _same_place(node, (1, inner * math.prod(dims[axis + 1:])))
+        return _same_place(node, (0, inner * math.prod(dims[axis + 1 : k])))
+    return _same_place(node, (1, inner * math.prod(dims[axis + 1 :])))
 
 
 def _reshape(node, places, shapes, size: int) -> list[Option]:
@@ -303,11 +343,11 @@ def _reshape(node, places, shapes, size: int) -> list[Option]:
     if target.name in places or constant_value(target) is None:
         return []
     axis, inner = places[data.name]
-    stride = inner * math.prod(shapes[data.name][axis + 1:])
+    stride = inner * math.prod(shapes[data.name][axis + 1 :])
     out = shapes[node.outputs[0].name]
     options = []
     for j in range(len(out)):
-        below = math.prod(out[j + 1:])
+        below = math.prod(out[j + 1 :])
         if stride % below or out[j] % (stride // below * size):
             continue
         options.append(({node.outputs[0].name: (j, stride // below)}, {node.name: j}))
@@ -316,9 +356,18 @@ def _reshape(node, places, shapes, size: int) -> list[Option]:
 
 
 _RULES: dict[str, Callable[..., list[Option]]] = {
-    "Softmax": _softmax, "LogSoftmax": _softmax, "LayerNormalization": _layernorm,
-    "MatMul": _matmul, "Gemm": _gemm, "Transpose": _transpose, "Gather": _gather,
-    "Slice": _slice, "Concat": _concat_or_split, "Split": _concat_or_split,
-    "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Expand": _expand,
+    "Softmax": _softmax,
+    "LogSoftmax": _softmax,
+    "LayerNormalization": _layernorm,
+    "MatMul": _matmul,
+    "Gemm": _gemm,
+    "Transpose": _transpose,
+    "Gather": _gather,
+    "Slice": _slice,
+    "Concat": _concat_or_split,
+    "Split": _concat_or_split,
+    "Squeeze": _squeeze,
+    "Unsqueeze": _unsqueeze,
+    "Expand": _expand,
     "Flatten": _flatten,
 }

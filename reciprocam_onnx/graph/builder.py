@@ -1,4 +1,5 @@
 """Append ops to an onnx-graphsurgeon graph with unique names and opset-correct forms."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,9 @@ class OpBuilder:
     def const(self, hint: str, value: np.ndarray) -> gs.Constant:
         return gs.Constant(self.name(hint), np.asarray(value))
 
-    def op(self, op: str, inputs: list, attrs: dict | None = None, out: gs.Variable | None = None,
-           dtype=np.float32) -> gs.Variable:
+    def op(
+        self, op: str, inputs: list, attrs: dict | None = None, out: gs.Variable | None = None, dtype=np.float32
+    ) -> gs.Variable:
         """One node; returns its output (a new Variable unless ``out`` is given)."""
         out = out if out is not None else gs.Variable(self.name(op.lower()), dtype=dtype)
         self.graph.nodes.append(gs.Node(op, self.name(op), attrs or {}, list(inputs), [out]))
@@ -42,3 +44,14 @@ class OpBuilder:
         if self.opset >= 13:
             return self.op("Squeeze", [x, self.const("axes", np.array(axes, np.int64))], out=out, dtype=x.dtype)
         return self.op("Squeeze", [x], {"axes": axes}, out=out, dtype=x.dtype)
+
+    def unsqueeze(self, x: gs.Tensor, axes: list[int]) -> gs.Variable:
+        """Unsqueeze with axes as attribute (< 13) or input (>= 13)."""
+        if self.opset >= 13:
+            return self.op("Unsqueeze", [x, self.const("axes", np.array(axes, np.int64))], dtype=x.dtype)
+        return self.op("Unsqueeze", [x], {"axes": axes}, dtype=x.dtype)
+
+    def dim(self, x: gs.Tensor, axis: int) -> gs.Variable:
+        """The size of ``x`` along ``axis`` as an int64 [1] tensor."""
+        shape = self.op("Shape", [x], dtype=np.int64)
+        return self.op("Gather", [shape, self.const("axis", np.array([axis], np.int64))], {"axis": 0}, dtype=np.int64)

@@ -1,4 +1,5 @@
 """Small helpers over onnx-graphsurgeon graphs: producers, consumers, constants."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable

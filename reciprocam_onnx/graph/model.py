@@ -1,4 +1,5 @@
 """Loading ONNX models and describing their image input."""
+
 from __future__ import annotations
 
 import os
@@ -52,11 +53,11 @@ def image_input(model: onnx.ModelProto) -> ImageInput:
         raise GraphStructureError(f"expected one image input, found {len(inputs)}: {names}")
     value = inputs[0]
     dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
-    if len(dims) != 4 or None in dims[1:]:
-        raise GraphStructureError(
-            f"input {value.name!r} must be NCHW with fixed C, H, W; its shape is {dims}"
-        )
-    return ImageInput(value.name, dims[1], dims[2], dims[3], dims[0])
+    fixed = [d for d in dims[1:] if d is not None]
+    if len(dims) != 4 or len(fixed) != 3:
+        raise GraphStructureError(f"input {value.name!r} must be NCHW with fixed C, H, W; its shape is {dims}")
+    channels, height, width = fixed
+    return ImageInput(value.name, channels, height, width, dims[0])
 
 
 def output_name(model: onnx.ModelProto) -> str:

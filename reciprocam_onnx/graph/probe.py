@@ -1,4 +1,5 @@
 """Read intermediate tensor shapes by running a model once in ONNX Runtime."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -6,7 +7,9 @@ from collections.abc import Iterable
 import numpy as np
 import onnx
 
+from ..errors import onnxruntime_errors
 from .model import image_input
+from .runtime import lean_session, release_memory
 
 
 def tensor_shapes(
@@ -16,8 +19,6 @@ def tensor_shapes(
 
     The extra outputs are added to ``model`` for the run and removed again (no copy).
     """
-    from ..runtime import lean_session, release_memory
-
     outputs = model.graph.output
     kept = len(outputs)
     existing = {o.name for o in outputs}
@@ -27,7 +28,9 @@ def tensor_shapes(
     finally:
         del outputs[kept:]
     wanted = [o.name for o in session.get_outputs()]
-    shapes = {name: tuple(v.shape) for name, v in zip(wanted, session.run(wanted, feeds))}
+    with onnxruntime_errors("running the model to read its tensor shapes"):
+        values = session.run(wanted, feeds)
+    shapes = {name: tuple(v.shape) for name, v in zip(wanted, values)}
     del session
     release_memory()
     return shapes

@@ -1,0 +1,1 @@
+"""Reading a ViT graph: LayerNorms, transformer blocks, and the facts the method needs."""

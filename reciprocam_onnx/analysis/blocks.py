@@ -1,0 +1,90 @@
+"""Find the pre-norm transformer blocks of a ViT graph.
+
+A pre-norm sublayer is a LayerNorm whose input ``x`` also feeds a residual
+``Add`` whose other operand is computed from the LayerNorm's output::
+
+    x ──LN──► f ──(attention | MLP)──► a ──┐
+    └───────────────────────────────────Add──► x + a
+
+A block is an attention sublayer (a ``Softmax`` between ``f`` and the Add)
+followed by an MLP sublayer whose input is the attention sublayer's output.
+The block's input ``x`` is the residual stream ``R``; the first LayerNorm's
+output ``f`` is ``F``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import onnx_graphsurgeon as gs
+
+from ..errors import NotAViTError
+from ..graph.gsutil import ancestors, consumers, descendants, ops_of, other_input
+from .layernorm import LayerNormMatch, find_layernorms
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Sublayer:
+    """One residual branch: ``output = input + branch(LN(input))``."""
+
+    norm: LayerNormMatch
+    add: gs.Node
+    is_attention: bool
+
+    @property
+    def input(self) -> gs.Variable:
+        return self.norm.input
+
+    @property
+    def output(self) -> gs.Variable:
+        return self.add.outputs[0]
+
+
+@dataclass(frozen=True)
+class Block:
+    """One transformer block as tensor names: R (input), F (LN1 output), output."""
+
+    index: int
+    residual: str
+    normed: str
+    attention_output: str
+    output: str
+
+
+def find_blocks(graph: gs.Graph) -> list[Block]:
+    """All pre-norm transformer blocks of ``graph``, in execution order.
+
+    Raises NotAViTError when there is none.
+    """
+    graph.toposort()
+    sublayers = [s for s in map(_as_sublayer, find_layernorms(graph)) if s is not None]
+    by_input = {id(s.input): s for s in sublayers if not s.is_attention}
+    candidates = [(a, by_input.get(id(a.output))) for a in sublayers if a.is_attention]
+    pairs = [(a, m) for a, m in candidates if m is not None]
+    if not pairs:
+        raise NotAViTError(
+            "no transformer blocks found: the graph has no LayerNorm -> attention -> "
+            "residual Add pattern (is this a CNN rather than a Vision Transformer?)"
+        )
+    order = {id(n): i for i, n in enumerate(graph.nodes)}
+    pairs.sort(key=lambda p: order[id(p[0].add)])
+    blocks = [
+        Block(i, a.input.name, a.norm.output.name, a.output.name, m.output.name) for i, (a, m) in enumerate(pairs)
+    ]
+    log.info("found %d transformer blocks", len(blocks))
+    return blocks
+
+
+def _as_sublayer(norm: LayerNormMatch) -> Sublayer | None:
+    downstream = descendants(norm.output)
+    for add in consumers(norm.input, "Add"):
+        branch = other_input(add, norm.input)
+        if branch is None or id(add) not in downstream:
+            continue
+        region = ancestors(branch, within=downstream)
+        if region:
+            return Sublayer(norm, add, "Softmax" in ops_of(region))
+    return None

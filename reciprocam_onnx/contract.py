@@ -1,0 +1,151 @@
+"""The split contract: what a prefix and a suffix take and promise, and the split folder format.
+
+    image ──prefix──► residual R [B, T, D], and the masked inputs: normed F = LN1(R) [B, T, D]
+                      and/or its projections normed_projected_k = F W_k [B, T, k]
+    (R, masked inputs[, slot tables]) ──suffix──► logits [B', C]
+
+The suffix promises, for any batch B' of masked inputs:
+
+* R of batch 1 is broadcast over the copies, or has batch B' itself;
+* it returns what the model returns for the image whose prefix outputs these
+  are, with every masked input row scaled as the copy's weights say;
+* a suffix with ``SplitInfo.slots`` takes its masked inputs as slots
+  (copies/slots.py) plus ``slot_log_count`` [B', U] and ``token_slot`` [B', T];
+  one slot per token (``U = T``) is the plain form.
+
+A split folder holds prefix.onnx, suffix.onnx and split.json (``SplitInfo``),
+each written atomically. The engine's suffix (engine/suffix.py) takes
+``image_index`` and the slot tables ``slot_token`` and ``slot_weight`` and
+builds the copies itself; a fused graph returns ``FUSED_OUTPUTS``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import onnx
+
+from .analysis.model_info import ModelInfo
+from .errors import ModelLoadError
+from .graph.model import load_model
+from .io.files import write_bytes_atomic, write_text_atomic
+
+# prefix outputs = suffix inputs
+RESIDUAL = "residual"
+NORMED = "normed"
+SLOT_LOG_COUNT = "slot_log_count"  # float32 [B', U]: log of how many tokens each slot stands for
+TOKEN_SLOT = "token_slot"  # int64 [B', T]: the slot of every token
+# the engine's suffix: copies built inside it from one image's prefix outputs
+IMAGE_INDEX = "image_index"  # int64 [1]
+SLOT_TOKEN = "slot_token"  # int64 [n, U]
+SLOT_WEIGHT = "slot_weight"  # float32 [n, U]
+# a fused graph
+FUSED_OUTPUTS = ("logits", "saliency", "saliency_u8")
+FUSED_OPTIONS_KEY = "reciprocam.fused"
+FUSED_SPLIT_KEY = "reciprocam.split"
+
+PREFIX_FILE, SUFFIX_FILE, INFO_FILE = "prefix.onnx", "suffix.onnx", "split.json"
+SPLIT_FORMAT = "reciprocam-split/2"
+READABLE_FORMATS = ("reciprocam-split/1", SPLIT_FORMAT)
+
+
+def projected_name(k: int) -> str:
+    """The suffix input holding F's k-th hoisted projection (rewrites/hoist.py)."""
+    return f"{NORMED}_projected_{k}"
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """What one graph rewrite did to a split: applied, or why not."""
+
+    name: str
+    applied: bool
+    reason: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.name} yes" if self.applied else f"{self.name} no ({self.reason})"
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    """Everything the engine needs besides the two graphs; saved as split.json."""
+
+    block: int
+    blocks: int
+    input_name: str
+    input_shape: tuple[int, int, int]
+    static_batch: int | None
+    output_name: str
+    tokens: int
+    prefix_tokens: int
+    grid: tuple[int, int]
+    width: int
+    classes: int
+    residual_tensor: str
+    normed_tensor: str
+    masked_inputs: tuple[str, ...] = (NORMED,)
+    optimized: bool = False
+    slots: bool = False  # masked inputs are a copy's distinct rows (rewrites/slots.py)
+    model: ModelInfo = ModelInfo()
+    rewrites: tuple[Rewrite, ...] = ()
+
+    @property
+    def cells(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def rewrites_line(self) -> str:
+        """e.g. 'batch-dynamic yes, head-rows yes, hoist no (...), slots yes'."""
+        return ", ".join(map(str, self.rewrites)) or "none"
+
+    def to_json(self) -> str:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["model"] = self.model.to_dict()
+        data["rewrites"] = [[r.name, r.applied, r.reason] for r in self.rewrites]
+        return json.dumps({"format": SPLIT_FORMAT, **data}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> SplitInfo:
+        data = json.loads(text)
+        if data.pop("format", None) not in READABLE_FORMATS:
+            raise ModelLoadError(f"split.json is not in format {SPLIT_FORMAT!r}")
+        data["model"] = ModelInfo.from_dict(data.get("model") or {})
+        data["rewrites"] = tuple(Rewrite(*item) for item in data.get("rewrites", ()))
+        for key in ("input_shape", "grid", "masked_inputs"):
+            data[key] = tuple(data[key])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class SplitModel:
+    """The two halves of a model cut at a block, and the facts about it."""
+
+    prefix: onnx.ModelProto
+    suffix: onnx.ModelProto
+    info: SplitInfo
+
+
+def save_split(split: SplitModel, folder: str | os.PathLike) -> Path:
+    """Write prefix.onnx, suffix.onnx and split.json into ``folder`` (atomically each)."""
+    folder = Path(folder)
+    write_bytes_atomic(folder / PREFIX_FILE, split.prefix.SerializeToString())
+    write_bytes_atomic(folder / SUFFIX_FILE, split.suffix.SerializeToString())
+    write_text_atomic(folder / INFO_FILE, split.info.to_json() + "\n")
+    return folder
+
+
+def is_split_folder(path: str | os.PathLike) -> bool:
+    """True if ``path`` is a folder written by :func:`save_split`."""
+    return (Path(path) / INFO_FILE).is_file()
+
+
+def load_split(folder: str | os.PathLike) -> SplitModel:
+    """Read a folder written by :func:`save_split`."""
+    folder = Path(folder)
+    try:
+        info = SplitInfo.from_json((folder / INFO_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ModelLoadError(f"{folder / INFO_FILE} is not a readable split description ({exc})") from exc
+    return SplitModel(load_model(folder / PREFIX_FILE), load_model(folder / SUFFIX_FILE), info)

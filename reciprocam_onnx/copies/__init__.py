@@ -1,0 +1,1 @@
+"""ViT-ReciproCAM's masked copies: their weights, their slot tables, and how they are built."""

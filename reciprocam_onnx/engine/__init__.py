@@ -1,0 +1,1 @@
+"""Running the method: the Explainer (prefix + suffix sessions), the fused graph and its runner."""

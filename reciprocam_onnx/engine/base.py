@@ -1,0 +1,68 @@
+"""What every explainer offers (``SaliencyExplainer``), its result, and the checks they share."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from ..contract import SplitInfo
+from ..errors import ImageError, OptionError
+from ..options import Options
+
+Targets = Sequence[int] | np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Result of ``explain`` for a batch of B images."""
+
+    maps: np.ndarray  # float32 [B, h, w] in [0, 1], for each image's target class
+    targets: np.ndarray  # int64 [B]
+    scores: np.ndarray  # [B, C], the unmasked model's scores
+
+
+class SaliencyExplainer(Protocol):
+    """The surface shared by ``Explainer`` (prefix + suffix) and ``FusedExplainer`` (one graph)."""
+
+    info: SplitInfo
+    options: Options
+
+    def explain(self, images: np.ndarray, targets: Targets = None) -> Explanation:
+        """Maps [B, h, w] for the given targets, or for each image's predicted class."""
+        ...
+
+    def explain_all(self, images: np.ndarray) -> np.ndarray:
+        """Maps for every class: float32 [B, C, h, w]."""
+        ...
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """The unmasked model's scores [B, C]."""
+        ...
+
+
+def check_images(images: np.ndarray, expected: tuple[int, int, int]) -> np.ndarray:
+    """``images`` as contiguous float32 [B, C, H, W] of the model's size, else ImageError."""
+    array = np.asarray(images)
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4 or tuple(array.shape[1:]) != tuple(expected):
+        raise ImageError(
+            f"images must be [B, {', '.join(map(str, expected))}] float32 "
+            f"(normalised, NCHW); got shape {list(np.shape(images))}"
+        )
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def choose_targets(targets: Targets, scores: np.ndarray, classes: int) -> np.ndarray:
+    """The given targets (checked), else the argmax of ``scores`` per image."""
+    if targets is None:
+        return scores.argmax(axis=1).astype(np.int64)
+    chosen = np.asarray(targets, dtype=np.int64).reshape(-1)
+    if chosen.shape != (len(scores),):
+        raise OptionError(f"need one target per image: {len(scores)} images, {chosen.size} targets")
+    if chosen.min() < 0 or chosen.max() >= classes:
+        raise OptionError(f"targets must lie in 0..{classes - 1}; got {chosen.tolist()}")
+    return chosen

@@ -1,0 +1,237 @@
+"""The ViT-ReciproCAM engine on ONNX Runtime: prefix once, masked copies in chunks.
+
+    images ──prefix──► R, F  (once per batch of images, kept on the device)
+    (image, slot tables of some copies) ──engine suffix──► logits per copy
+       row 0 of each image: all-ones weights, one slot per token = the unmasked model
+       row 1 + k: the copy of grid cell k (copies/masks.py, as slots when the suffix takes them)
+
+Copies are run ``max_batch`` at a time, image by image, so peak memory does not
+grow with the number of cells or images. One split serves every option that
+does not change the cut (:meth:`Explainer.with_options`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from ..contract import (
+    IMAGE_INDEX,
+    RESIDUAL,
+    SLOT_LOG_COUNT,
+    SLOT_TOKEN,
+    SLOT_WEIGHT,
+    TOKEN_SLOT,
+    SplitInfo,
+    SplitModel,
+    is_split_folder,
+    load_split,
+)
+from ..copies.masks import cell_weights
+from ..copies.slots import Slots, copy_slots, identity_slots
+from ..errors import OptionError, onnxruntime_errors
+from ..graph.runtime import make_session, on_cuda, release_memory
+from ..options import CUT, Options, resolve
+from ..rewrites import PRECISION_PASSES, Surgery, run_passes
+from ..split.pipeline import split_model
+from .base import Explanation, Targets, check_images, choose_targets
+from .scores import minmax_normalise, to_scores
+from .suffix import engine_suffix
+
+log = logging.getLogger(__name__)
+
+MEMORY_BUDGET_BYTES = {"cpu": 256 << 20, "cuda": 2 << 30}
+# On CPU, runs of ~1,500 token rows keep each layer's working set in cache: measured on
+# DeiT-S, 8 copies per run took 0.68 s per image where 40 took 0.79 s and 197 took 0.92 s.
+CPU_TOKENS_PER_RUN = 1536
+SLOTS_PER_3X3 = 10  # a 3x3 copy's weighted tokens plus the shared zero row
+
+
+class Explainer:
+    """ViT-ReciproCAM for an ONNX ViT classifier (a model file, ModelProto or split folder).
+
+    >>> ex = Explainer("model.onnx")                  # or Explainer("model.onnx", Options(kernel="1x1"))
+    >>> out = ex.explain(images)                      # images: float32 [B, 3, H, W], normalised
+    >>> out.maps, out.targets, out.scores
+
+    Options (options.py, docs/algorithm.md) come as an ``Options`` and/or keywords.
+    ``providers``: default CUDA when it really starts, else CPU.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | onnx.ModelProto,
+        options: Options | None = None,
+        *,
+        providers: Sequence[str] | None = None,
+        **changes: Any,
+    ):
+        asked = resolve(options, **changes)
+        explicit = set(changes) | set(asked.changed() if options is not None else {})
+        split = _load_split(model, asked, explicit)
+        self.options = replace(asked, block=split.info.block, optimize=split.info.optimized)
+        self._split_suffix = split.suffix  # kept for other residual/precision options (with_options)
+        with tempfile.TemporaryDirectory(prefix="reciprocam-") as folder:
+            path = Path(folder) / "prefix.onnx"
+            path.write_bytes(split.prefix.SerializeToString())
+            info = split.info
+            del split  # ONNX Runtime holds far less memory reading a file than given bytes
+            release_memory()
+            self._providers = providers
+            self._prefix = make_session(path, providers)
+        self._split_info = info
+        self._build_suffix()
+        self._configure()
+
+    def with_options(self, options: Options | None = None, **changes: Any) -> Explainer:
+        """This explainer with other copy, read-out or run options: the same split and prefix session
+        (block and optimize change the cut: build a new Explainer for those)."""
+        new = resolve(options if options is not None else self.options, **changes)
+        moved = [name for name in CUT if getattr(new, name) != getattr(self.options, name)]
+        if "block" in moved and new.block % self.info.blocks == self.info.block:
+            moved.remove("block")
+        if moved:
+            raise OptionError(f"{', '.join(moved)} change the cut: build a new Explainer for that")
+        clone = copy.copy(self)
+        clone.options = replace(new, block=self.options.block)
+        if (new.residual, new.precision) != (self.options.residual, self.options.precision):
+            clone._build_suffix()
+        clone._configure()
+        return clone
+
+    def explain(self, images: np.ndarray, targets: Targets = None) -> Explanation:
+        """Maps [B, h, w] for the given targets, or for each image's predicted class."""
+        unmasked, cells = self.cell_scores(images)
+        chosen = choose_targets(targets, unmasked, self.info.classes)
+        picked = cells[np.arange(len(chosen)), :, chosen]
+        maps = minmax_normalise(picked.reshape(len(chosen), *self.info.grid))
+        return Explanation(maps, chosen, unmasked)
+
+    def explain_all(self, images: np.ndarray) -> np.ndarray:
+        """Maps for every class from the same runs: float32 [B, C, h, w]."""
+        _, cells = self.cell_scores(images)
+        return minmax_normalise(cells.transpose(0, 2, 1).reshape(len(cells), -1, *self.info.grid))
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """The unmasked model's scores [B, C] (softmax or logits per ``options.score``)."""
+        images = check_images(images, self.info.input_shape)
+        tapped = self._run_prefix(images)
+        logits = np.empty((len(images), self.info.classes), np.float32)
+        for image in range(len(images)):
+            self._run_suffix(tapped, image, self._unmasked, out=logits[image : image + 1])
+        return to_scores(logits, self.options.score)
+
+    def cell_scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw scores before min-max: unmasked [B, C] and per masked copy [B, h*w, C]."""
+        images = check_images(images, self.info.input_shape)
+        tapped = self._run_prefix(images)
+        cells = len(self._cells)
+        logits = np.empty((len(images), 1 + cells, self.info.classes), np.float32)
+        for image in range(len(images)):
+            self._run_suffix(tapped, image, self._unmasked, out=logits[image, :1])
+            for start in range(0, cells, self.max_batch):
+                end = min(start + self.max_batch, cells)
+                self._run_suffix(tapped, image, self._cells[start:end], out=logits[image, 1 + start : 1 + end])
+        scores = to_scores(logits, self.options.score)
+        return scores[:, 0], scores[:, 1:]
+
+    def _build_suffix(self) -> None:
+        """The engine suffix session for the residual and precision options; records the precision passes."""
+        options, info = self.options, self._split_info
+        graph = engine_suffix(self._split_suffix, options.residual)
+        surgery, rewrites = run_passes(Surgery(gs.import_onnx(graph), graph), PRECISION_PASSES[options.precision])
+        with tempfile.TemporaryDirectory(prefix="reciprocam-") as folder:
+            path = Path(folder) / "suffix.onnx"
+            path.write_bytes(surgery.export_suffix().SerializeToString())
+            self._suffix = make_session(path, self._providers)
+        self.info = replace(info, rewrites=info.rewrites + rewrites)
+        self.device = "cuda" if on_cuda(self._suffix) else "cpu"
+
+    def _configure(self) -> None:
+        """Slot tables and the run size for the current options."""
+        info, options = self.info, self.options
+        weights = cell_weights(info.grid, info.prefix_tokens, options.kernel, options.cls_token)
+        self._unmasked = identity_slots(np.ones((1, info.tokens), np.float32))
+        self._cells = copy_slots(weights, info.prefix_tokens, info.slots)
+        self.max_batch = options.max_batch or default_max_batch(info, self.device)
+        log.info(
+            "explainer on %s: block %d, grid %dx%d, %d rows per suffix run; rewrites: %s",
+            self.device,
+            info.block,
+            *info.grid,
+            self.max_batch,
+            info.rewrites_line(),
+        )
+
+    def _run_prefix(self, images: np.ndarray) -> dict:
+        """The tapped tensors (R, F or its projections) for the batch, by name: OrtValues kept
+        on the session's device, or arrays for static-batch models (run image by image)."""
+        name, tapped = self.info.input_name, [RESIDUAL, *self.info.masked_inputs]
+        with onnxruntime_errors("running the prefix"):
+            if self.info.static_batch is not None:
+                runs = [self._prefix.run(tapped, {name: images[i : i + 1]}) for i in range(len(images))]
+                return {key: np.concatenate(parts) for key, parts in zip(tapped, zip(*runs))}
+            binding = self._prefix.io_binding()
+            binding.bind_cpu_input(name, images)
+            for key in tapped:
+                binding.bind_output(key, self.device)
+            self._prefix.run_with_iobinding(binding)
+            return dict(zip(tapped, binding.get_outputs()))
+
+    def _run_suffix(self, tapped: dict, image: int, slots: Slots, out: np.ndarray) -> None:
+        """Logits of masked copies of one image, written straight into ``out`` (a C-contiguous [rows, C] view)."""
+        binding = self._suffix.io_binding()
+        for name, value in tapped.items():
+            if isinstance(value, np.ndarray):
+                binding.bind_cpu_input(name, value)
+            else:
+                binding.bind_ortvalue_input(name, value)
+        binding.bind_cpu_input(IMAGE_INDEX, np.array([image], np.int64))
+        binding.bind_cpu_input(SLOT_TOKEN, np.ascontiguousarray(slots.token))
+        binding.bind_cpu_input(SLOT_WEIGHT, np.ascontiguousarray(slots.weight))
+        if self.info.slots:
+            binding.bind_cpu_input(SLOT_LOG_COUNT, np.ascontiguousarray(slots.log_count))
+            binding.bind_cpu_input(TOKEN_SLOT, np.ascontiguousarray(slots.token_slot))
+        binding.bind_output(self.info.output_name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+        with onnxruntime_errors("running the masked copies"):
+            self._suffix.run_with_iobinding(binding)
+
+
+def default_max_batch(info: SplitInfo, device: str) -> int:
+    """Copies per suffix run: within the device's activation budget, and on CPU about
+    CPU_TOKENS_PER_RUN token rows (cache-sized runs are faster there). A copy costs T rows,
+    or only its slots when its one block after the tap runs attention on distinct rows."""
+    heads = max(1, info.width // 64)
+    per_row = 4 * info.tokens * (16 * info.width + 2 * heads * info.tokens)
+    rows = MEMORY_BUDGET_BYTES[device] // per_row
+    if device == "cpu":
+        last = info.block == info.blocks - 1
+        computed = info.prefix_tokens + SLOTS_PER_3X3 if info.slots and last else info.tokens
+        rows = min(rows, CPU_TOKENS_PER_RUN // computed)
+    return int(np.clip(rows, 1, 1024))
+
+
+def _load_split(model: str | os.PathLike | onnx.ModelProto, options: Options, explicit: set[str]) -> SplitModel:
+    """The split of ``model`` for ``options``: read from a split folder (whose cut must agree with any
+    cut option asked for explicitly), or made now."""
+    if not isinstance(model, onnx.ModelProto) and is_split_folder(model):
+        split = load_split(model)
+        info = split.info
+        if "block" in explicit and options.block % info.blocks != info.block:
+            raise OptionError(f"{model} was split at block {info.block}; re-split it to explain block {options.block}")
+        if "optimize" in explicit and options.optimize != info.optimized:
+            raise OptionError(f"{model} was split with optimize={info.optimized}; re-split it to change that")
+        return split
+    return split_model(
+        model if isinstance(model, onnx.ModelProto) else Path(model), options.block, optimize=options.optimize
+    )

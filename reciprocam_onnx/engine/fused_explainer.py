@@ -1,0 +1,96 @@
+"""Run a fused explain graph (engine/fused_graph.py) with the Explainer's interface."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ..contract import FUSED_OUTPUTS, is_split_folder
+from ..errors import OptionError, onnxruntime_errors
+from ..graph.model import load_model
+from ..graph.runtime import make_session
+from ..options import FUSED, Options, resolve
+from .base import Explanation, SaliencyExplainer, Targets, check_images, choose_targets
+from .explainer import Explainer
+from .fused_graph import fused_options
+from .scores import to_scores
+
+log = logging.getLogger(__name__)
+
+
+class FusedExplainer:
+    """Explanations from one run of a fused graph: logits and every class's map."""
+
+    def __init__(self, model: onnx.ModelProto, providers: Sequence[str] | None = None):
+        found = fused_options(model)
+        if found is None:
+            raise OptionError("not a fused graph: build one with `reciprocam fuse`")
+        self.options, self.info = found
+        self._session = make_session(model, providers)
+
+    def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        images = check_images(images, self.info.input_shape)
+        with onnxruntime_errors("running the fused graph"):
+            logits, saliency = self._session.run(list(FUSED_OUTPUTS[:2]), {self.info.input_name: images})
+        return to_scores(logits, self.options.score), saliency
+
+    def explain(self, images: np.ndarray, targets: Targets = None) -> Explanation:
+        """Maps [B, h, w] for the given targets, or for each image's predicted class."""
+        scores, saliency = self._run(images)
+        chosen = choose_targets(targets, scores, self.info.classes)
+        return Explanation(saliency[np.arange(len(chosen)), chosen], chosen, scores)
+
+    def explain_all(self, images: np.ndarray) -> np.ndarray:
+        """Maps for every class: float32 [B, C, h, w]."""
+        return self._run(images)[1]
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """The model's scores [B, C] (softmax or logits, as the graph was built)."""
+        return self._run(images)[0]
+
+
+def open_explainer(
+    model: str | os.PathLike | onnx.ModelProto,
+    options: Options | None = None,
+    *,
+    providers: Sequence[str] | None = None,
+    **changes: Any,
+) -> SaliencyExplainer:
+    """A FusedExplainer for a fused graph (asked options must agree with it), else an Explainer."""
+    if not isinstance(model, onnx.ModelProto) and is_split_folder(model):
+        return Explainer(model, options, providers=providers, **changes)
+    proto = load_model(model)
+    if fused_options(proto) is None:
+        return Explainer(
+            proto if isinstance(model, onnx.ModelProto) else model, options, providers=providers, **changes
+        )
+    fused = FusedExplainer(proto, providers)
+    asked = resolve(options, **changes)
+    explicit = set(changes) | set(asked.changed() if options is not None else {})
+    _check_agrees(fused, asked, explicit)
+    return fused
+
+
+def _check_agrees(fused: FusedExplainer, asked: Options, explicit: set[str]) -> None:
+    """OptionError unless every option asked for explicitly is one the fused graph was built with."""
+    baked, blocks = fused.options, fused.info.blocks
+    unbaked = sorted(name for name in explicit if name not in FUSED)
+    if unbaked:
+        raise OptionError(
+            f"a fused graph cannot honour {', '.join(unbaked)}: it runs its copies as it was built; "
+            "use the model itself (or a split folder) for these options"
+        )
+    differ = {}
+    for name in sorted(explicit):
+        value, built = getattr(asked, name), getattr(baked, name)
+        same = value % blocks == built % blocks if name == "block" else value == built
+        if not same:
+            differ[name] = (value, built)
+    if differ:
+        detail = ", ".join(f"{k}={v!r} (graph: {b!r})" for k, (v, b) in differ.items())
+        raise OptionError(f"this fused graph was built with other options: {detail}; re-fuse the model")

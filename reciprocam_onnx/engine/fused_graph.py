@@ -1,0 +1,252 @@
+"""One ONNX graph that returns the prediction and every class's saliency map.
+
+    image ─► the model itself ─────────────────────────────────────► logits [B, C]
+                 │ R, F (and F's projections) at the target block
+                 ▼
+    copies of F (copies/build.py; constant slot tables [h*w, U])
+    R broadcast (or masked) ─► suffix ─► scores [B, h*w, C] ─► min-max per image and class
+                                        ─► saliency [B, C, h, w], saliency_u8
+
+The prefix runs once (it is the model's own first part) and the logits are
+the model's own. The suffix is the same (optimised) one the Explainer runs,
+sharing the model's weights. With ``chunk`` the copies go through it
+``chunk`` at a time inside an ONNX ``Loop``, bounding peak memory. A
+static-batch source model is wrapped in a ``Loop`` over the images, so the
+fused graph takes any batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import numpy_helper
+
+from ..contract import FUSED_OPTIONS_KEY, FUSED_OUTPUTS, FUSED_SPLIT_KEY, NORMED, RESIDUAL, SplitInfo, SplitModel
+from ..copies.build import CopyTables, copy_inputs
+from ..copies.masks import cell_weights
+from ..copies.slots import EMPTY, Slots, copy_slots
+from ..errors import OptionError
+from ..graph.builder import OpBuilder
+from ..graph.export import export_like
+from ..graph.model import ModelSource, load_model, metadata
+from ..options import PRECISIONS, SCORES, Options, resolve
+from ..split.pipeline import split_model
+
+log = logging.getLogger(__name__)
+
+
+def fuse(source: ModelSource, options: Options | None = None, **changes: Any) -> onnx.ModelProto:
+    """The model plus its ViT-ReciproCAM branch: outputs logits, saliency, saliency_u8."""
+    options = resolve(options, **changes)
+    if options.max_batch is not None or options.precision != PRECISIONS[0]:
+        raise OptionError(
+            "a fused graph runs its copies in float32 inside one graph: max_batch and precision "
+            "do not apply (chunk bounds its memory)"
+        )
+    model = load_model(source)
+    split = split_model(model, options.block, optimize=options.optimize)
+    info = split.info
+    weights = cell_weights(info.grid, info.prefix_tokens, options.kernel, options.cls_token)
+    slots = copy_slots(weights, info.prefix_tokens, info.slots)
+    graph = _core(model, split, slots, options)
+    if info.static_batch is not None:
+        graph = _loop_over_images(graph, info)
+    fused = export_like(graph.cleanup().toposort(), model)
+    baked = options.updated(block=info.block)
+    _set_metadata(fused, {FUSED_OPTIONS_KEY: baked.fused_json(), FUSED_SPLIT_KEY: info.to_json()})
+    log.info("fused graph: %d nodes, outputs %s", len(fused.graph.node), ", ".join(FUSED_OUTPUTS))
+    return fused
+
+
+def fused_options(model: onnx.ModelProto) -> tuple[Options, SplitInfo] | None:
+    """(options, split info) recorded in a fused graph's metadata, or None for other models."""
+    props = metadata(model)
+    if FUSED_OPTIONS_KEY not in props:
+        return None
+    return Options.from_fused_json(props[FUSED_OPTIONS_KEY]), SplitInfo.from_json(props[FUSED_SPLIT_KEY])
+
+
+def _core(model: onnx.ModelProto, split: SplitModel, slots: Slots, options: Options) -> gs.Graph:
+    """The model itself (its logits, bit for bit) + masked copies of its tapped tensors
+    through the suffix + scores and maps, for the source model's batch."""
+    info = split.info
+    graph = gs.import_onnx(model)
+    logits = graph.outputs[0]
+    b = OpBuilder(graph, "reciprocam/")
+    copies = _Copies(split, _tapped(b, split), options.residual)
+    tables = copies.tables(slots)
+    if options.chunk is None:
+        cell_logits = copies.logits(b, {key: b.const(key, value) for key, value in tables.items()})
+    else:
+        cell_logits = _chunked(b, copies, tables, options.chunk)
+    cells = b.reshape(cell_logits, [-1, len(slots), info.classes])
+    if options.score == SCORES[0]:  # softmax in double, as Explainer: top scores differ below float32 resolution
+        wide = b.op("Cast", [cells], {"to": onnx.TensorProto.DOUBLE}, dtype=np.float64)
+        scores = b.op("Softmax", [wide], {"axis": -1}, dtype=np.float64)
+    else:
+        scores = cells
+    saliency = _saliency(b, scores, info)
+    saliency_u8 = b.op(
+        "Cast",
+        [b.op("Round", [b.op("Mul", [saliency, b.const("u8", np.array(255, np.float32))])])],
+        {"to": onnx.TensorProto.UINT8},
+        dtype=np.uint8,
+    )
+    shapes = ([info.classes], [info.classes, *info.grid], [info.classes, *info.grid])
+    for tensor, name, shape in zip((logits, saliency, saliency_u8), FUSED_OUTPUTS, shapes):
+        tensor.name, tensor.shape = name, ["batch", *shape]
+    graph.outputs = [logits, saliency, saliency_u8]
+    return graph
+
+
+def _tapped(b: OpBuilder, split: SplitModel) -> dict[str, gs.Tensor]:
+    """The suffix's inputs computed in the model's graph: R, F, and F's hoisted projections."""
+    tensors, info = b.graph.tensors(), split.info
+    tapped = {RESIDUAL: tensors[info.residual_tensor], NORMED: tensors[info.normed_tensor]}
+    producers = {node.output[0]: node for node in split.prefix.graph.node}
+    weights = {init.name: init for init in split.prefix.graph.initializer}
+    for name in info.masked_inputs:
+        if name not in tapped:  # normed_projected_k = MatMul(F, W_k), as the prefix computes it
+            weight = numpy_helper.to_array(weights[producers[name].input[1]])
+            tapped[name] = b.op("MatMul", [tapped[NORMED], b.const("projection", weight)])
+    return {name: tapped[name] for name in (RESIDUAL, *info.masked_inputs)}
+
+
+class _Copies:
+    """Runs the split's suffix on masked copies (copies/build.py) of the tapped tensors."""
+
+    def __init__(self, split: SplitModel, tapped: dict[str, gs.Tensor], residual: str):
+        self.suffix, self.info, self.tapped, self.residual = split.suffix, split.info, tapped, residual
+        self.widths = {
+            i.name: i.type.tensor_type.shape.dim[2].dim_value for i in split.suffix.graph.input if i.name in tapped
+        }
+
+    def tables(self, slots: Slots) -> dict[str, np.ndarray]:
+        """The per-copy slot tables the copies are built from."""
+        tables = {"token": slots.token, "weight": slots.weight}
+        if self.info.slots:
+            tables.update(log_count=slots.log_count, token_slot=slots.token_slot)
+        return tables
+
+    def logits(self, b: OpBuilder, tables: dict[str, gs.Tensor]) -> gs.Variable:
+        """Suffix logits [B * n, C] for the n copies described by ``tables`` of every image."""
+        built = copy_inputs(b, self.tapped, self.widths, CopyTables(**tables), self.residual)
+        return _inline(b, self.suffix, built)
+
+
+def _inline(b: OpBuilder, suffix: onnx.ModelProto, inputs: dict[str, gs.Tensor]) -> gs.Variable:
+    """Copy the suffix's nodes into ``b.graph`` (renamed), reading ``inputs``; return its output.
+    Weights the graph already holds under the same name are shared, not copied."""
+    sub = gs.import_onnx(suffix)
+    replace = {id(t): inputs[t.name] for t in sub.inputs}
+    held = b.graph.tensors()
+    for name, tensor in sub.tensors().items():
+        if isinstance(tensor, gs.Constant) and isinstance(held.get(name), gs.Constant):
+            replace[id(tensor)] = held[name]
+    for tensor in sub.tensors().values():
+        if tensor.name and id(tensor) not in replace:
+            tensor.name = b.prefix + "suffix/" + tensor.name
+    for node in sub.nodes:
+        node.name = b.prefix + "suffix/" + node.name
+        node.inputs = [replace.get(id(t), t) for t in node.inputs]
+    b.graph.nodes.extend(sub.nodes)
+    return sub.outputs[0]
+
+
+def _chunked(b: OpBuilder, copies: _Copies, tables: dict[str, np.ndarray], chunk: int) -> gs.Variable:
+    """As copies.logits, ``chunk`` copies per iteration of an ONNX Loop: [B * copies, C]."""
+    count = len(tables["token"])
+    steps = -(-count // chunk)
+    body = gs.Graph(opset=b.opset)
+    inner = OpBuilder(body, b.prefix + "chunk/")
+    step = gs.Variable(inner.name("step"), np.int64, [])
+    keep = gs.Variable(inner.name("cond_in"), np.bool_, [])
+    first = inner.reshape(inner.op("Mul", [step, inner.const("chunk", np.array(chunk, np.int64))], dtype=np.int64), [1])
+    last = inner.op("Add", [first, inner.const("n", np.array([chunk]))], dtype=np.int64)
+    sliced = {}
+    for key, table in tables.items():  # padded to whole chunks; the padding's scores are dropped
+        padded = np.zeros((steps * chunk, table.shape[1]), table.dtype)
+        padded[:count] = table
+        if key == "log_count":
+            padded[count:] = EMPTY
+        sliced[key] = inner.op(
+            "Slice", [inner.const(key, padded), first, last, inner.const("axis", np.array([0]))], dtype=table.dtype
+        )
+        sliced[key].shape = [chunk, table.shape[1]]
+    classes = copies.info.classes
+    scores = inner.reshape(copies.logits(inner, sliced), [-1, chunk, classes])
+    scores.shape = ["batch", chunk, classes]
+    cond_out = inner.op("Identity", [keep], dtype=np.bool_)
+    cond_out.shape = []
+    body.inputs, body.outputs = [step, keep], [cond_out, scores]
+    stacked = b.op(
+        "Loop", [b.const("steps", np.array(steps, np.int64)), b.const("true", np.array(True))], {"body": body}
+    )  # [steps, B, chunk, C]
+    ordered = b.op("Transpose", [stacked], {"perm": [1, 0, 2, 3]})
+    flat = b.reshape(ordered, [0, steps * chunk, classes])
+    kept = b.op(
+        "Slice", [flat, b.const("s", np.array([0])), b.const("e", np.array([count])), b.const("ax", np.array([1]))]
+    )
+    return b.reshape(kept, [-1, classes])
+
+
+def _saliency(b: OpBuilder, cell_scores: gs.Variable, info: SplitInfo) -> gs.Variable:
+    """[B, cells, C] (float32 or float64) -> per image and class min-max over the cells -> float32 [B, C, h, w]."""
+    dtype = cell_scores.dtype
+    per_class = b.op("Transpose", [cell_scores], {"perm": [0, 2, 1]}, dtype=dtype)
+    low = b.reduce("ReduceMin", per_class, [2])
+    span = b.op("Sub", [b.reduce("ReduceMax", per_class, [2]), low], dtype=dtype)
+    positive = b.op("Greater", [span, b.const("zero", np.array(0, dtype))], dtype=np.bool_)
+    safe = b.op("Where", [positive, span, b.const("one", np.array(1, dtype))], dtype=dtype)
+    scaled = b.op("Div", [b.op("Sub", [per_class, low], dtype=dtype), safe], dtype=dtype)
+    flat = b.op("Where", [positive, scaled, b.const("zeros", np.array(0, dtype))], dtype=dtype)
+    if dtype != np.float32:
+        flat = b.op("Cast", [flat], {"to": onnx.TensorProto.FLOAT})
+    return b.reshape(flat, [-1, info.classes, *info.grid])
+
+
+def _loop_over_images(core: gs.Graph, info: SplitInfo) -> gs.Graph:
+    """Run a batch-1 core once per image of a dynamic batch (static-batch source models)."""
+    outer = gs.Graph(opset=core.opset)
+    b = OpBuilder(outer, "reciprocam/images/")
+    image = gs.Variable(info.input_name, np.float32, ["batch", *info.input_shape])
+    core_input = core.inputs[0]
+    step = gs.Variable(b.name("step"), np.int64, [])
+    keep = gs.Variable(b.name("cond_in"), np.bool_, [])
+    inner = OpBuilder(core, "reciprocam/images/body/")
+    start = inner.reshape(step, [1])
+    end = inner.op("Add", [start, inner.const("one", np.array([1]))], dtype=np.int64)
+    inner.op("Slice", [image, start, end, inner.const("axis", np.array([0]))], out=core_input)
+    core_input.name = b.name("image")
+    cond_out = inner.op("Identity", [keep], dtype=np.bool_)
+    cond_out.shape = []
+    core.inputs = [step, keep]
+    body_outputs = list(core.outputs)
+    core.outputs = [cond_out, *body_outputs]
+    count = b.op("Gather", [b.op("Shape", [image], dtype=np.int64), b.const("zero", np.array(0))], dtype=np.int64)
+    names = [t.name for t in body_outputs]
+    for tensor in body_outputs:
+        tensor.name = b.name(tensor.name)
+    stacked = [gs.Variable(b.name(n + "_stacked"), dtype=t.dtype) for n, t in zip(names, body_outputs)]
+    outer.nodes.append(
+        gs.Node("Loop", b.name("Loop"), {"body": core}, [count, b.const("true", np.array(True))], stacked)
+    )
+    outputs = []
+    for name, tensor, body_out in zip(names, stacked, body_outputs):
+        out = gs.Variable(name, tensor.dtype, ["batch", *body_out.shape[1:]])
+        b.squeeze(tensor, [1], out)
+        outputs.append(out)
+    outer.inputs, outer.outputs = [image], outputs
+    return outer
+
+
+def _set_metadata(model: onnx.ModelProto, values: dict[str, str]) -> None:
+    kept = [p for p in model.metadata_props if p.key not in values]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in values.items():
+        model.metadata_props.add(key=key, value=value)

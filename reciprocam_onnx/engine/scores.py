@@ -1,0 +1,37 @@
+"""From logits to scores to maps: softmax in float64, per-map min-max."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ImageError
+from ..options import SCORES
+
+
+def to_scores(logits: np.ndarray, score: str) -> np.ndarray:
+    """Softmax over the last axis (float64), or the logits themselves (``score``, Options.score).
+
+    float64 because a confident model's top score sits within float32 rounding
+    of 1.0, where the masked copies' differences (the map) would vanish.
+    """
+    if score == SCORES[1]:
+        return logits
+    wide = logits.astype(np.float64)
+    shifted = np.exp(wide - wide.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def minmax_normalise(maps: np.ndarray) -> np.ndarray:
+    """Scale each map (last two axes) to [0, 1] as (m - min) / (max - min).
+
+    Works on a single ``[h, w]`` map or any stack ``[..., h, w]``. A constant
+    map becomes all zeros, so the result is never NaN. Computes in float64 (scores
+    near 1.0 differ below float32 resolution) and returns float32.
+    """
+    m = np.asarray(maps, dtype=np.float64)
+    if m.ndim < 2:
+        raise ImageError(f"expected maps with at least 2 dims, got shape {m.shape}")
+    lo = m.min(axis=(-2, -1), keepdims=True)
+    span = m.max(axis=(-2, -1), keepdims=True) - lo
+    safe = np.where(span > 0, span, 1.0)
+    return np.where(span > 0, (m - lo) / safe, 0.0).astype(np.float32)

@@ -1,0 +1,82 @@
+"""Images in: read with OpenCV, fit to the model's input size, normalise to NCHW float32."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import ImageError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+RESIZE_MODES = ("crop", "stretch", "none")  # how an image is fitted to the model's input
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file as RGB uint8 [H, W, 3]; ImageError if it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"image not found: {path}")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ImageError(f"cannot read image {path}: not a supported image file, or corrupt")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def fit_image(image: np.ndarray, size: tuple[int, int], mode: str = "crop") -> np.ndarray:
+    """Fit RGB ``image`` to ``size`` (H, W).
+
+    ``crop``: scale the shorter side to fit, then centre-crop; ``stretch``: plain
+    resize; ``none``: the image must already have the size.
+    """
+    if mode not in RESIZE_MODES:
+        raise ImageError(f"resize mode must be one of {RESIZE_MODES}, not {mode!r}")
+    height, width = size
+    h, w = image.shape[:2]
+    if (h, w) == (height, width):
+        return image
+    if mode == "none":
+        raise ImageError(
+            f"image is {w}x{h} (WxH) but the model takes {width}x{height}; "
+            "resize it, or let the tool do it (--resize crop|stretch)"
+        )
+    if mode == "stretch":
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    scale = max(height / h, width / w)
+    resized = cv2.resize(
+        image,
+        (max(width, round(w * scale)), max(height, round(h * scale))),
+        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC,
+    )
+    top = (resized.shape[0] - height) // 2
+    left = (resized.shape[1] - width) // 2
+    return resized[top : top + height, left : left + width]
+
+
+def normalise(image: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
+    """RGB uint8 [H, W, 3] -> float32 [3, H, W], (x/255 - mean) / std per channel."""
+    scaled = image.astype(np.float32) / 255.0
+    out = (scaled - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def preprocess(
+    source: str | os.PathLike | np.ndarray, size: tuple[int, int], mean=None, std=None, mode: str = "crop"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(model input float32 [3, H, W], the fitted RGB uint8 image) for a file or RGB array."""
+    image = load_image(source) if not isinstance(source, np.ndarray) else source
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ImageError(f"expected an RGB image [H, W, 3]; got shape {list(image.shape)}")
+    fitted = fit_image(image, size, mode)
+    return normalise(fitted, mean or IMAGENET_MEAN, std or IMAGENET_STD), fitted
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -1,0 +1,21 @@
+"""Class names from a text file, one per line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import OptionError
+
+
+def read_labels(path: str | os.PathLike) -> tuple[str, ...]:
+    """The non-empty lines of ``path``, stripped; OptionError if it cannot be read."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else exc
+        raise OptionError(f"cannot read the labels file {path}: {reason}") from exc
+    labels = tuple(line.strip() for line in lines if line.strip())
+    if not labels:
+        raise OptionError(f"the labels file {path} holds no class names")
+    return labels

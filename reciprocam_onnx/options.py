@@ -1,0 +1,97 @@
+"""Every ViT-ReciproCAM option in one place: allowed values, defaults, validation.
+
+``Options`` is what ``Explainer``, ``fuse()``, the fused graph's metadata, the
+CLI flags and ``reciprocam eval`` all take. docs/algorithm.md defines what each
+option means. Options fall in three groups:
+
+* the cut (``block``, ``optimize``): a new split for each value;
+* the copies and read-out (``kernel``, ``cls_token``, ``score``, ``residual``):
+  one split serves every value (``Explainer.with_options``);
+* how copies run (``precision``, ``max_batch`` for the Explainer, ``chunk`` for
+  the fused graph).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from .errors import OptionError
+
+KERNELS = ("3x3", "1x1")
+SCORES = ("softmax", "logits")
+RESIDUALS = ("unmasked", "masked")
+PRECISIONS = ("float32", "float16")
+
+CUT = ("block", "optimize")
+FUSED = ("block", "optimize", "kernel", "cls_token", "score", "residual", "chunk")  # baked into a fused graph
+
+
+def _option(default: Any, help: str, choices: tuple | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass(frozen=True)
+class Options:
+    """ViT-ReciproCAM options (docs/algorithm.md); invalid values raise OptionError."""
+
+    block: int = _option(-2, "target block, Python-style index")
+    kernel: str = _option(KERNELS[0], "mask kernel", KERNELS)
+    cls_token: bool = _option(True, "keep the prefix tokens (CLS etc.) in the masked copies")
+    score: str = _option(SCORES[0], "score read from each copy", SCORES)
+    residual: str = _option(RESIDUALS[0], "mask the residual stream too, or not (the paper)", RESIDUALS)
+    optimize: bool = _option(True, "run the exact suffix rewrites that compute less (docs/design.md)")
+    precision: str = _option(PRECISIONS[0], "precision of the masked copies (float16 is meant for CUDA)", PRECISIONS)
+    max_batch: int | None = _option(None, "masked copies per suffix run (default: from a memory budget)")
+    chunk: int | None = _option(None, "fused graph: copies per ONNX Loop step (default: all at once)")
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value, choices = getattr(self, item.name), item.metadata["choices"]
+            if choices is not None and value not in choices:
+                raise OptionError(f"{item.name} must be one of {', '.join(choices)}, not {value!r}")
+        for name in ("cls_token", "optimize"):
+            if not isinstance(getattr(self, name), bool):
+                raise OptionError(f"{name} must be True or False, not {getattr(self, name)!r}")
+        if isinstance(self.block, bool) or not isinstance(self.block, int):
+            raise OptionError(f"block must be an integer, not {self.block!r}")
+        for name in ("max_batch", "chunk"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise OptionError(f"{name} must be a whole number of at least 1, not {value!r}")
+
+    def updated(self, **changes: Any) -> Options:
+        """A copy with ``changes`` (option names checked)."""
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            raise OptionError(f"unknown option {', '.join(unknown)}; options are {', '.join(names())}")
+        return replace(self, **changes)
+
+    def changed(self) -> dict[str, Any]:
+        """The options that differ from their defaults."""
+        default = Options()
+        return {k: v for k, v in asdict(self).items() if v != getattr(default, k)}
+
+    def fused_json(self) -> str:
+        """The options a fused graph bakes in, as JSON for its metadata."""
+        return json.dumps({name: getattr(self, name) for name in FUSED})
+
+    @classmethod
+    def from_fused_json(cls, text: str) -> Options:
+        """Options read back from a fused graph's metadata (defaults where missing)."""
+        data = json.loads(text)
+        return cls(**{name: data[name] for name in FUSED if name in data})
+
+
+def names() -> tuple[str, ...]:
+    """Every option's name, in declaration order."""
+    return tuple(f.name for f in fields(Options))
+
+
+def resolve(options: Options | None = None, **changes: Any) -> Options:
+    """``options`` (default Options()) with keyword ``changes`` applied; None values are ignored."""
+    base = options if options is not None else Options()
+    if not isinstance(base, Options):
+        raise OptionError(f"options must be an Options object, not {type(base).__name__}")
+    return base.updated(**{k: v for k, v in changes.items() if v is not None})

@@ -1,0 +1,28 @@
+"""Graph rewrites, one per module, all of one shape (base.py), run in the declared orders below.
+
+``SPLIT_PASSES`` make a suffix that takes any batch of copies and, with
+``optimize``, computes less for the same logits; ``PRECISION_PASSES`` change
+how the engine's suffix computes (docs/design.md describes each).
+"""
+
+from __future__ import annotations
+
+from ..options import PRECISIONS
+from .base import NotApplicable, Pass, Surgery, run_passes
+from .batch import batch_dynamic
+from .float16 import float16
+from .head_rows import head_rows
+from .hoist import hoist
+from .slots import slots
+
+BATCH_DYNAMIC = Pass("batch-dynamic", batch_dynamic, required=True, keeps_shapes=True)
+OPTIMIZING = (Pass("head-rows", head_rows), Pass("hoist", hoist), Pass("slots", slots))
+PRECISION_PASSES = dict(zip(PRECISIONS, ((), (Pass("float16", float16),))))  # per Options.precision
+
+
+def split_passes(optimize: bool) -> tuple[Pass, ...]:
+    """The passes a split runs, in order."""
+    return (BATCH_DYNAMIC, *OPTIMIZING) if optimize else (BATCH_DYNAMIC,)
+
+
+__all__ = ["NotApplicable", "Pass", "Surgery", "run_passes", "split_passes", "PRECISION_PASSES"]

@@ -1,0 +1,79 @@
+"""Cut a graph between tensors: the prefix (image -> R, F) and the suffix (R, F -> logits)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .. import contract
+from ..analysis.facts import ModelFacts
+from ..errors import GraphStructureError
+from ..graph.export import fold_constants
+
+
+def cut(
+    graph: gs.Graph,
+    inputs: dict[str, str],
+    outputs: dict[str, str],
+    tokens: tuple[int, int],
+    batch: int | str = "batch",
+) -> gs.Graph:
+    """A copy of the subgraph from ``inputs`` to ``outputs``, tensors renamed by the dicts' values.
+    Cut-open inputs become float32 [batch, T, D]."""
+    graph = graph.copy()
+    tensors = graph.tensors()
+    new_inputs = [tensors[name] for name in inputs]
+    for tensor in new_inputs:
+        tensor.inputs.clear()
+        if tensor not in graph.inputs:
+            tensor.dtype, tensor.shape = np.float32, [batch, *tokens]
+    graph.inputs = new_inputs
+    graph.outputs = [tensors[name] for name in outputs]
+    for tensor in graph.outputs:
+        tensor.dtype = tensor.dtype or np.float32
+    graph.cleanup(remove_unused_graph_inputs=True).toposort()
+    _check_closed(graph)
+    for old, new in {**inputs, **outputs}.items():
+        tensors[old].name = new
+    return graph
+
+
+def prefix_and_suffix(graph: gs.Graph, facts: ModelFacts, index: int) -> tuple[gs.Graph, gs.Graph]:
+    """The model cut at block ``index``: prefix (image -> residual, normed) and suffix (-> logits, batch 1)."""
+    target = facts.blocks[index]
+    tokens = (facts.tokens, facts.width)
+    tap = {target.residual: contract.RESIDUAL, target.normed: contract.NORMED}
+    prefix = cut(graph, {facts.input.name: facts.input.name}, tap, tokens)
+    suffix = cut(graph, tap, {facts.output: facts.output}, tokens, batch=1)
+    return prefix, suffix
+
+
+def set_shapes(graph: gs.Graph, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Give every variable its probed shape, then fold the constant subgraphs (shape arithmetic)."""
+    for tensor in graph.tensors().values():
+        if isinstance(tensor, gs.Variable) and tensor.name in shapes:
+            tensor.shape = shapes[tensor.name]
+    fold_constants(graph)
+
+
+def free_shapes(graph: gs.Graph, classes: int) -> None:
+    """Forget the batch-1 shapes inside (ONNX Runtime infers them); inputs and output get a free batch."""
+    for tensor in graph.tensors().values():
+        if isinstance(tensor, gs.Variable) and tensor not in graph.inputs:
+            tensor.shape = None
+    for tensor in graph.inputs:
+        tensor.shape = [f"{tensor.name}_batch", *tensor.shape[1:]]
+    graph.outputs[0].shape = ["batch", classes]
+
+
+def _check_closed(graph: gs.Graph) -> None:
+    """Raise if some node reads a tensor that nothing in the cut graph provides."""
+    inputs = {id(t) for t in graph.inputs}
+    for node in graph.nodes:
+        for tensor in node.inputs:
+            dangling = isinstance(tensor, gs.Variable) and not tensor.inputs and tensor.name
+            if dangling and id(tensor) not in inputs:
+                raise GraphStructureError(
+                    f"cannot split here: node {node.name!r} of the cut graph reads "
+                    f"{tensor.name!r}, computed before the cut"
+                )

@@ -1,0 +1,90 @@
+"""Split a ViT graph at a target block: analyse, cut, rewrite (the declared passes), verify.
+
+    image ──prefix──► residual R = x_b, normed F = LN1_b(x_b)
+    (R, F) ──suffix──► logits
+
+The graph is imported once and each half exported once; contract.py says what
+the halves take and promise.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import onnx
+import onnx_graphsurgeon as gs
+
+from ..analysis.facts import analyse
+from ..analysis.model_info import read_model_info
+from ..contract import SplitInfo, SplitModel
+from ..errors import BlockIndexError
+from ..graph.model import ModelSource, load_model
+from ..graph.runtime import release_memory
+from ..options import Options
+from ..rewrites import Surgery, run_passes, split_passes
+from .cut import free_shapes, prefix_and_suffix, set_shapes
+from .verify import verify_split
+
+log = logging.getLogger(__name__)
+
+
+def resolve_block(block: int, count: int) -> int:
+    """Turn a Python-style block index into 0..count-1, or raise BlockIndexError."""
+    if not -count <= block < count:
+        raise BlockIndexError(
+            f"block {block} is out of range: the model has {count} blocks (valid: {-count}..{count - 1})"
+        )
+    return block % count
+
+
+def split_model(
+    source: ModelSource, block: int = Options.block, verify: bool = True, optimize: bool = Options.optimize
+) -> SplitModel:
+    """Cut ``source`` at ``block``; with ``verify``, check suffix(prefix(x)) == model(x).
+
+    ``optimize`` adds the rewrites that compute less for the same logits
+    (rewrites/: head rows, hoisted projections, distinct-row slots).
+    """
+    model = load_model(source)
+    path = None if isinstance(source, onnx.ModelProto) else Path(source)
+    graph = gs.import_onnx(model)
+    facts = analyse(model, graph)
+    index = resolve_block(block, len(facts.blocks))
+    prefix, suffix = prefix_and_suffix(graph, facts, index)
+    del graph
+    surgery = Surgery(suffix, model, prefix, facts, index)
+    set_shapes(suffix, surgery.shapes())
+    free_shapes(suffix, facts.classes)
+    surgery, rewrites = run_passes(surgery, split_passes(optimize))
+    target, spec = facts.blocks[index], facts.input
+    info = SplitInfo(
+        index,
+        len(facts.blocks),
+        spec.name,
+        (spec.channels, *spec.size),
+        spec.static_batch,
+        facts.output,
+        facts.tokens,
+        facts.prefix_tokens,
+        facts.grid,
+        facts.width,
+        facts.classes,
+        target.residual,
+        target.normed,
+        tuple(surgery.masked),
+        optimize,
+        surgery.slots,
+        read_model_info(model, path),
+        rewrites,
+    )
+    split = SplitModel(surgery.export_prefix(), surgery.export_suffix(), info)
+    del surgery
+    log.info("split at block %d of %d; rewrites: %s", index, len(facts.blocks), info.rewrites_line())
+    if verify:
+        original = model if path is None else path
+        del model  # verification reads the file again: no second copy of the weights in memory
+        release_memory()
+        verify_split(original, split)
+    release_memory()
+    return split

@@ -1,0 +1,69 @@
+"""Check numerically that suffix(prefix(x)) reproduces the original logits."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from ..contract import RESIDUAL, SplitModel
+from ..copies.masks import cell_weights
+from ..copies.reference import copy_feeds
+from ..copies.slots import compact_slots, identity_slots
+from ..errors import SplitMismatchError, onnxruntime_errors
+from ..graph.runtime import lean_session, release_memory
+
+log = logging.getLogger(__name__)
+
+TOLERANCE = 1e-4
+
+
+def verify_split(original: onnx.ModelProto | Path, split: SplitModel, tolerance: float = TOLERANCE) -> float:
+    """Max abs logit difference, relative to the logit scale; raise if above ``tolerance``.
+
+    Checks suffix([R1;R2], [F1;F2]) and suffix(R1, [F1;F1]) (F: every masked
+    input, e.g. F's projections) against the original model run on each
+    image alone. A suffix that takes slots (rewrites/slots.py) must also give
+    two masked copies of image 1 the same logits in slot form as one row per
+    token. The scale is max |logit|, at least 1.
+    """
+    with onnxruntime_errors("verifying the split"):
+        expected, errors = _errors(original, split)
+    scale = max(1.0, float(np.abs(expected).max()))
+    error = float(max(errors)) / scale
+    if not error <= tolerance:
+        raise SplitMismatchError(
+            f"suffix(prefix(x)) differs from the model's logits by {error:.3g} "
+            f"(relative to the logit scale {scale:.3g}; tolerance {tolerance:g})"
+        )
+    log.info("verified split: max relative logit difference %.2e", error)
+    return error
+
+
+def _errors(original: onnx.ModelProto | Path, split: SplitModel) -> tuple[np.ndarray, list[float]]:
+    """The original logits of two random images, and the split's max abs differences from them."""
+    info = split.info
+    images = [np.random.default_rng(seed).standard_normal((1, *info.input_shape), dtype=np.float32) for seed in (1, 2)]
+    session = lean_session(original)  # one session at a time: their weights do not stack
+    expected = np.concatenate([session.run(None, {info.input_name: x})[0] for x in images])
+    session = lean_session(split.prefix)
+    names = [RESIDUAL, *info.masked_inputs]
+    outputs = [session.run(names, {info.input_name: x}) for x in images]
+    tapped = {key: np.concatenate(parts) for key, parts in zip(names, zip(*outputs))}
+    session = lean_session(split.suffix)
+    unmasked = identity_slots(np.ones((1, info.tokens), np.float32))
+    batched = session.run(None, copy_feeds(tapped, unmasked, with_slots=info.slots))[0]
+    first = {key: value[:1] for key, value in tapped.items()}
+    twice = identity_slots(np.ones((2, info.tokens), np.float32))
+    broadcast = session.run(None, copy_feeds(first, twice, with_slots=info.slots))[0]
+    errors = [np.abs(batched - expected).max(), np.abs(broadcast - expected[[0, 0]]).max()]
+    if info.slots:
+        weights = cell_weights(info.grid, info.prefix_tokens)[[0, info.cells // 2]]
+        as_rows = session.run(None, copy_feeds(first, identity_slots(weights), with_slots=True))[0]
+        as_slots = session.run(None, copy_feeds(first, compact_slots(weights, info.prefix_tokens), with_slots=True))[0]
+        errors.append(np.abs(as_slots - as_rows).max())
+    del session
+    release_memory()
+    return expected, [float(e) for e in errors]
