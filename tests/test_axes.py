@@ -212,7 +212,6 @@ def test_softmax_over_an_earlier_axis_keeps_the_batch():
     assert follow(model, BATCH) == ({}, None)
 
 
-@pytest.mark.xfail(strict=True, reason="Slice keeps the axis whenever its size is unchanged, and 1 == 1 at batch 1")
 def test_slice_of_the_batch_axis_is_a_contradiction():
     """x[0:1] on the batch axis would silently drop batch items 1.. after make_batch_dynamic."""
     model = build(

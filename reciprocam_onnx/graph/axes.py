@@ -74,6 +74,7 @@ _ELEMENTWISE = {
 }
 _REDUCE = {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2"}
 _SEARCH_BUDGET = 20_000
+_WHOLE = 2**31 - 1  # a Slice end at least this large runs to the end of its axis
 
 
 def follow_axis(
@@ -288,11 +289,27 @@ def _gather(node, places, shapes) -> list[Option]:
 
 
 def _slice(node, places, shapes) -> list[Option]:
+    """The axis passes a Slice that does not cut it: not sliced, or sliced over its whole range."""
     if any(t.name in places for t in node.inputs[1:]):
         return []
     place = places[node.inputs[0].name]
-    before, after = shapes[node.inputs[0].name], shapes[node.outputs[0].name]
-    return _same_place(node, place if before[place[0]] == after[place[0]] else None)
+    rank = len(shapes[node.inputs[0].name])
+    if len(node.inputs) > 1:  # opset >= 10: starts, ends, axes, steps are inputs
+        starts, ends, axes, steps = (
+            constant_value(node.inputs[k]) if k < len(node.inputs) else None for k in range(1, 5)
+        )
+    else:
+        starts, ends, axes, steps = (node.attrs.get(key) for key in ("starts", "ends", "axes", "steps"))
+    if starts is None or ends is None:
+        return []
+    size = shapes[node.inputs[0].name][place[0]]  # 1 for the batch axis: a fixed end of 1 may cut it
+    for k, axis in enumerate(range(len(starts)) if axes is None else axes):
+        step = 1 if steps is None else int(steps[k])
+        end = int(ends[k])
+        whole = int(starts[k]) == 0 and step == 1 and (end >= _WHOLE or (size > 1 and end >= size))
+        if (int(axis) + rank) % rank == place[0] and not whole:
+            return []
+    return _same_place(node, place)
 
 
 def _concat_or_split(node, places, shapes) -> list[Option]:

@@ -73,10 +73,7 @@ def _keep_rows(graph: gs.Graph, shapes: dict[str, tuple[int, ...]], last: Block,
         raise NotApplicable(f"token rows cannot be followed through {failed.op} node {failed.name!r}")
     _scale_reshapes(graph, choices, tokens, len(rows))
     log.info("last block computes %d of %d token rows (%d Reshapes rescaled)", len(rows), tokens, len(choices))
-    q_gather, x_gather = producer(q_rows), producer(x_rows)
-    if q_gather is None or x_gather is None:
-        raise InternalError("a head-rows tensor has lost the Gather that _gather made for it")
-    return [q_gather.name, x_gather.name]
+    return [_gather_name(q), _gather_name(x)]
 
 
 def _pooling_gathers(graph: gs.Graph, block_output: gs.Variable) -> list[gs.Node] | None:
@@ -121,9 +118,13 @@ def _query_matmul(normed: gs.Variable, attention_output: gs.Variable) -> gs.Node
 def _gather(graph: gs.Graph, tensor: gs.Tensor, index: gs.Constant, axis: int, reader: gs.Node) -> gs.Variable:
     """Insert Gather(tensor, index, axis) and make ``reader`` read it instead of ``tensor``."""
     out = gs.Variable(f"{tensor.name}_head_rows", dtype=tensor.dtype)
-    graph.nodes.append(gs.Node("Gather", f"{tensor.name}_head_rows_gather", {"axis": axis}, [tensor, index], [out]))
+    graph.nodes.append(gs.Node("Gather", _gather_name(tensor), {"axis": axis}, [tensor, index], [out]))
     reader.inputs = [out if t is tensor else t for t in reader.inputs]
     return out
+
+
+def _gather_name(tensor: gs.Tensor) -> str:
+    return f"{tensor.name}_head_rows_gather"
 
 
 def _scale_reshapes(graph: gs.Graph, choices: dict[str, int], tokens: int, rows: int) -> None:
