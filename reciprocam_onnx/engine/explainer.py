@@ -32,6 +32,7 @@ from ..contract import (
     SLOT_TOKEN,
     SLOT_WEIGHT,
     TOKEN_SLOT,
+    Rewrite,
     SplitInfo,
     SplitModel,
     is_split_folder,
@@ -80,17 +81,18 @@ class Explainer:
         explicit = set(changes) | set(asked.changed() if options is not None else {})
         split = _load_split(model, asked, explicit)
         self.options = replace(asked, block=split.info.block, optimize=split.info.optimized)
+        self._providers = providers
+        self._split_info = split.info
         self._split_suffix = split.suffix  # kept for other residual/precision options (with_options)
         with tempfile.TemporaryDirectory(prefix="reciprocam-") as folder:
-            path = Path(folder) / "prefix.onnx"
-            path.write_bytes(split.prefix.SerializeToString())
-            info = split.info
+            prefix = Path(folder) / "prefix.onnx"
+            prefix.write_bytes(split.prefix.SerializeToString())
+            suffix = self._write_suffix(Path(folder))  # graph work done before any session holds memory
             del split  # ONNX Runtime holds far less memory reading a file than given bytes
             release_memory()
-            self._providers = providers
-            self._prefix = make_session(path, providers)
-        self._split_info = info
-        self._build_suffix()
+            self._prefix = make_session(prefix, providers)
+            self._suffix = make_session(suffix, providers)
+        self.device = "cuda" if on_cuda(self._suffix) else "cpu"
         self._configure()
 
     def with_options(self, options: Options | None = None, **changes: Any) -> Explainer:
@@ -105,7 +107,8 @@ class Explainer:
         clone = copy.copy(self)
         clone.options = replace(new, block=self.options.block)
         if (new.residual, new.precision) != (self.options.residual, self.options.precision):
-            clone._build_suffix()
+            with tempfile.TemporaryDirectory(prefix="reciprocam-") as folder:
+                clone._suffix = make_session(clone._write_suffix(Path(folder)), self._providers)
         clone._configure()
         return clone
 
@@ -145,17 +148,19 @@ class Explainer:
         scores = to_scores(logits, self.options.score)
         return scores[:, 0], scores[:, 1:]
 
-    def _build_suffix(self) -> None:
-        """The engine suffix session for the residual and precision options; records the precision passes."""
-        options, info = self.options, self._split_info
-        graph = engine_suffix(self._split_suffix, options.residual)
-        surgery, rewrites = run_passes(Surgery(gs.import_onnx(graph), graph), PRECISION_PASSES[options.precision])
-        with tempfile.TemporaryDirectory(prefix="reciprocam-") as folder:
-            path = Path(folder) / "suffix.onnx"
-            path.write_bytes(surgery.export_suffix().SerializeToString())
-            self._suffix = make_session(path, self._providers)
-        self.info = replace(info, rewrites=info.rewrites + rewrites)
-        self.device = "cuda" if on_cuda(self._suffix) else "cpu"
+    def _write_suffix(self, folder: Path) -> Path:
+        """The engine suffix for the residual and precision options, written into ``folder``;
+        records the precision passes in ``self.info``."""
+        graph = engine_suffix(self._split_suffix, self.options.residual)
+        passes = PRECISION_PASSES[self.options.precision]
+        rewrites: tuple[Rewrite, ...] = ()
+        if passes:
+            surgery, rewrites = run_passes(Surgery(gs.import_onnx(graph), graph), passes)
+            graph = surgery.export_suffix()
+        self.info = replace(self._split_info, rewrites=self._split_info.rewrites + rewrites)
+        path = folder / "suffix.onnx"
+        path.write_bytes(graph.SerializeToString())
+        return path
 
     def _configure(self) -> None:
         """Slot tables and the run size for the current options."""

@@ -1,11 +1,13 @@
-"""Images in: read with OpenCV, fit to the model's input size, normalise to NCHW float32."""
+"""Images in: read with OpenCV, fit to the model's input size, normalise to NCHW float32.
+
+OpenCV is imported where it is used: importing the package costs no OpenCV.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..errors import ImageError
@@ -19,6 +21,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """An image file as RGB uint8 [H, W, 3]; ImageError if it cannot be read."""
+    import cv2
+
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"image not found: {path}")
@@ -35,6 +39,8 @@ def fit_image(image: np.ndarray, size: tuple[int, int], mode: str = "crop") -> n
     ``crop``: scale the shorter side to fit, then centre-crop; ``stretch``: plain
     resize; ``none``: the image must already have the size.
     """
+    import cv2
+
     if mode not in RESIZE_MODES:
         raise ImageError(f"resize mode must be one of {RESIZE_MODES}, not {mode!r}")
     height, width = size

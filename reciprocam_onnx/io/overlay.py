@@ -1,10 +1,12 @@
-"""Pictures out: upsample a grid map to the image, colour it and blend it over the image."""
+"""Pictures out: upsample a grid map to the image, colour it and blend it over the image.
+
+OpenCV is imported where it is used: importing the package costs no OpenCV.
+"""
 
 from __future__ import annotations
 
 import os
 
-import cv2
 import numpy as np
 
 from ..errors import ImageError
@@ -13,6 +15,8 @@ from .files import write_bytes_atomic
 
 def upsample_map(map_hw: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     """Bicubic upsampling of a [h, w] map to ``size_hw``, clipped to [0, 1]."""
+    import cv2
+
     grid = np.asarray(map_hw, np.float32)
     if grid.ndim != 2:
         raise ImageError(f"expected a [h, w] map, got shape {grid.shape}")
@@ -21,20 +25,27 @@ def upsample_map(map_hw: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     return np.clip(resized, 0.0, 1.0)
 
 
-def colorize(map_hw: np.ndarray, size_hw: tuple[int, int], colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
+def colorize(map_hw: np.ndarray, size_hw: tuple[int, int], colormap: int | None = None) -> np.ndarray:
     """The upsampled map as an RGB uint8 heat map."""
+    import cv2
+
     heat = (upsample_map(map_hw, size_hw) * 255).round().astype(np.uint8)
-    return cv2.cvtColor(cv2.applyColorMap(heat, colormap), cv2.COLOR_BGR2RGB)
+    coloured = cv2.applyColorMap(heat, cv2.COLORMAP_JET if colormap is None else colormap)
+    return cv2.cvtColor(coloured, cv2.COLOR_BGR2RGB)
 
 
-def overlay(image: np.ndarray, map_hw: np.ndarray, alpha: float = 0.5, colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
+def overlay(image: np.ndarray, map_hw: np.ndarray, alpha: float = 0.5, colormap: int | None = None) -> np.ndarray:
     """Blend the coloured map over RGB uint8 ``image``: alpha * heat + (1 - alpha) * image."""
+    import cv2
+
     heat = colorize(map_hw, image.shape[:2], colormap)
     return cv2.addWeighted(heat, alpha, image, 1.0 - alpha, 0.0)
 
 
 def save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
     """Write an RGB uint8 image as PNG, atomically."""
+    import cv2
+
     ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise ImageError(f"could not encode {path} as PNG")

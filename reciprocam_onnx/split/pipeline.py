@@ -52,10 +52,10 @@ def split_model(
     facts = analyse(model, graph)
     index = resolve_block(block, len(facts.blocks))
     prefix, suffix = prefix_and_suffix(graph, facts, index)
-    del graph
     surgery = Surgery(suffix, model, prefix, facts, index)
-    set_shapes(suffix, surgery.shapes())
-    free_shapes(suffix, facts.classes)
+    del graph, prefix, suffix  # only the surgery holds graphs now: the passes' copies replace them
+    set_shapes(surgery.suffix, surgery.shapes())
+    free_shapes(surgery.suffix, facts.classes)
     surgery, rewrites = run_passes(surgery, split_passes(optimize))
     target, spec = facts.blocks[index], facts.input
     info = SplitInfo(
