@@ -72,7 +72,7 @@ def test_maps_match_torch_reference(family, opset, dynamic, exported, tmp_path):
     path, model, fam = exported(family, opset, dynamic)
     splits = {}
     for b in BLOCK:
-        split = split_model(path, block=b)  # optimised suffix (rows.py, hoist.py): the default
+        split = split_model(path, block=b)  # optimised suffix (rewrites/): the default
         onnx.checker.check_model(split.suffix, full_check=True)
         splits[b] = save_split(split, tmp_path / f"block{b}")
     model64 = as_float64(model)

@@ -1,4 +1,4 @@
-"""Slot tables: a masked copy as its distinct rows (reciprocam_onnx/slots.py)."""
+"""Slot tables: a masked copy as its distinct rows (reciprocam_onnx/copies/slots.py)."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ depth-first, and a choice that a later op contradicts (a contraction, a
 normalisation or a constant over that axis) is abandoned.
 
 Three rewrites use this: :func:`make_batch_dynamic` (a fixed batch of 1 becomes
-``-1`` in every batch-carrying Reshape), the row slicing of rows.py and the
-distinct-row attention of distinct.py (an axis of ``size`` elements only fits
+``-1`` in every batch-carrying Reshape), the row slicing of rewrites/head_rows.py and the
+distinct-row attention of rewrites/slots.py (an axis of ``size`` elements only fits
 a Reshape output axis that can hold them).
 """
 
