@@ -60,15 +60,13 @@ def find_blocks(graph: gs.Graph) -> list[Block]:
     Raises NotAViTError when there is none.
     """
     graph.toposort()
-    sublayers = [s for s in map(_as_sublayer, find_layernorms(graph)) if s is not None]
+    norms = find_layernorms(graph)
+    sublayers = [s for s in map(_as_sublayer, norms) if s is not None]
     by_input = {id(s.input): s for s in sublayers if not s.is_attention}
     candidates = [(a, by_input.get(id(a.output))) for a in sublayers if a.is_attention]
     pairs = [(a, m) for a, m in candidates if m is not None]
     if not pairs:
-        raise NotAViTError(
-            "no transformer blocks found: the graph has no LayerNorm -> attention -> "
-            "residual Add pattern (is this a CNN rather than a Vision Transformer?)"
-        )
+        raise NotAViTError(f"no transformer blocks found: {_what_failed(graph, norms, sublayers, candidates)}")
     order = {id(n): i for i, n in enumerate(graph.nodes)}
     pairs.sort(key=lambda p: order[id(p[0].add)])
     blocks = [
@@ -76,6 +74,35 @@ def find_blocks(graph: gs.Graph) -> list[Block]:
     ]
     log.info("found %d transformer blocks", len(blocks))
     return blocks
+
+
+FUSED_OPS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "SimplifiedLayerNormalization")
+
+
+def _what_failed(
+    graph: gs.Graph,
+    norms: list[LayerNormMatch],
+    sublayers: list[Sublayer],
+    candidates: list[tuple[Sublayer, Sublayer | None]],
+) -> str:
+    """Which step of the block pattern failed, and what the graph has instead."""
+    ops = [n.op for n in graph.nodes]
+    found = {op: ops.count(op) for op in ("Softmax", "Conv", *FUSED_OPS) if op in ops}
+    has = ", ".join(f"{count} {op}" for op, count in found.items()) or "none of Softmax, Conv or fused attention ops"
+    has = f"{len(norms)} LayerNorms, {has}"
+    if not norms and "Softmax" not in found and "Conv" in found:
+        return f"the graph has {has}: it looks like a CNN rather than a Vision Transformer"
+    if any(op in found for op in FUSED_OPS):
+        step = "its transformer layers are fused ONNX Runtime ops, which are not supported yet"
+    elif not norms:
+        step = "no LayerNorm (the op or its decomposed form) was found"
+    elif not sublayers:
+        step = "no LayerNorm's input also feeds a residual Add of a branch computed from its output (pre-norm)"
+    elif not any(s.is_attention for s in sublayers):
+        step = "no pre-norm branch holds a Softmax (attention)"
+    else:
+        step = f"none of the {len(candidates)} attention sublayers is followed by a pre-norm MLP sublayer"
+    return f"{step}; the graph has {has}"
 
 
 def _as_sublayer(norm: LayerNormMatch) -> Sublayer | None:
