@@ -12,7 +12,6 @@ from ..errors import ModelLoadError
 from ..options import Options
 
 MODEL_SUFFIXES = (".onnx",)
-EXPLAIN_OPTIONS = ("block", "kernel", "cls_token", "score", "residual", "optimize", "precision", "max_batch")
 
 
 def add_option_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:

@@ -11,7 +11,6 @@ import numpy as np
 from ..errors import ImageError, ReciproCamError
 from ..io.images import RESIZE_MODES
 from .common import (
-    EXPLAIN_OPTIONS,
     add_option_flags,
     add_runtime_flags,
     default_model,
@@ -19,6 +18,8 @@ from .common import (
     looks_like_model,
     providers,
 )
+
+EXPLAIN_OPTIONS = ("block", "kernel", "cls_token", "score", "residual", "optimize", "precision", "max_batch")
 
 
 class Explain:

@@ -6,9 +6,8 @@ import argparse
 from pathlib import Path
 
 from ..contract import FUSED_OUTPUTS
+from ..options import FUSED
 from .common import add_option_flags, given_options
-
-FUSE_OPTIONS = ("block", "kernel", "cls_token", "score", "residual", "optimize", "chunk")
 
 
 class Fuse:
@@ -22,7 +21,7 @@ class Fuse:
         parser = sub.add_parser(cls.name, help=str(cls.__doc__).splitlines()[0], description=cls.__doc__)
         parser.add_argument("model", type=Path, help="ViT classifier, .onnx")
         parser.add_argument("-o", "--output", type=Path, required=True, help="fused .onnx to write")
-        add_option_flags(parser, FUSE_OPTIONS)
+        add_option_flags(parser, FUSED)
         parser.set_defaults(run=cls.run)
 
     @staticmethod

@@ -34,10 +34,6 @@ class CopyTables:
     log_count: gs.Tensor | None = None  # float32 [n, U], for a suffix that takes slots
     token_slot: gs.Tensor | None = None  # int64 [n, T], for a suffix that takes slots
 
-    @property
-    def with_slots(self) -> bool:
-        return self.log_count is not None and self.token_slot is not None
-
 
 def copy_inputs(
     b: OpBuilder,
@@ -58,13 +54,13 @@ def copy_inputs(
         if name != RESIDUAL:  # [N, T, k] ─► [N, n, U, k] ─► [N*n, U, k]
             rows = b.op("Gather", [tensor, tables.token], {"axis": 1})
             copies = b.op("Mul", [rows, b.reshape(tables.weight, [0, 0, 1])])
-            inputs[name] = b.reshape(b.op("Flatten", [copies], {"axis": 2}), [0, -1, widths[name]])
-        elif residual == "masked":
+            inputs[name] = _per_copy(b, copies, widths[name])
+        elif residual == RESIDUALS[1]:  # masked
             weight = tables.weight
             if tables.token_slot is not None:  # slot weights ─► per-token weights [n, T]
                 weight = b.op("GatherElements", [tables.weight, tables.token_slot], {"axis": 1})
             copies = b.op("Mul", [b.unsqueeze(tensor, [1]), b.reshape(weight, [0, 0, 1])])
-            inputs[name] = b.reshape(b.op("Flatten", [copies], {"axis": 2}), [0, -1, widths[name]])
+            inputs[name] = _per_copy(b, copies, widths[name])
         elif one_image:
             inputs[name] = tensor
         else:  # [N, 1, T, D] ─► [N, n, T, D] ─► [N*n, T, D]
@@ -76,8 +72,7 @@ def copy_inputs(
                 dtype=np.int64,
             )
             copies = b.op("Expand", [b.unsqueeze(tensor, [1]), shape])
-            inputs[name] = b.reshape(b.op("Flatten", [copies], {"axis": 2}), [0, -1, widths[name]])
-    # tables.with_slots, spelled out so that the types narrow
+            inputs[name] = _per_copy(b, copies, widths[name])
     if tables.log_count is not None and tables.token_slot is not None:  # the same for every image: [n, S] ─► [N*n, S]
         images = b.dim(tapped[RESIDUAL], 0)
         shape = b.op("Concat", [images, b.const("ones", np.array([1, 1], np.int64))], {"axis": 0}, dtype=np.int64)
@@ -85,3 +80,8 @@ def copy_inputs(
             tiled = b.op("Expand", [b.unsqueeze(table, [0]), shape], dtype=table.dtype)
             inputs[name] = b.op("Flatten", [tiled], {"axis": 2}, dtype=table.dtype)
     return inputs
+
+
+def _per_copy(b: OpBuilder, copies: gs.Tensor, width: int) -> gs.Variable:
+    """[N, n, rows, k] -> [N*n, rows, k]: one batch row per copy, image-major."""
+    return b.reshape(b.op("Flatten", [copies], {"axis": 2}), [0, -1, width])

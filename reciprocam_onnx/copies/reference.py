@@ -19,7 +19,7 @@ def copy_feeds(
     for name, value in tapped.items():
         if name != RESIDUAL:
             rows = value[:, slots.token] * slots.weight[None, :, :, None]  # [N, n, U, k]
-        elif residual == "masked":
+        elif residual == RESIDUALS[1]:  # masked
             rows = value[:, None] * slots.token_weight[None, :, :, None]  # [N, n, T, D]
         elif images == 1:
             feeds[name] = value

@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from ..errors import ImageError, OptionError
-from ..io.images import load_image, preprocess
+from ..io.images import RESIZE_MODES, load_image, preprocess
 from .shapes import generate, make_two_object_sample
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def make_item(
     size: tuple[int, int],
     mean=None,
     std=None,
-    resize: str = "crop",
+    resize: str = RESIZE_MODES[0],
 ) -> EvalItem:
     """Fit ``rgb`` and its boxes to the model's ``size`` (H, W) and normalise it."""
     tensor, fitted = preprocess(rgb, size, mean, std, resize)
@@ -125,7 +125,7 @@ def folder_dataset(
     size: tuple[int, int],
     mean=None,
     std=None,
-    resize: str = "crop",
+    resize: str = RESIZE_MODES[0],
     n: int | None = None,
 ) -> Dataset:
     """Images of ``folder`` listed in ``labels_csv`` (default FOLDER/labels.csv), first ``n`` files.

@@ -33,7 +33,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def fit_image(image: np.ndarray, size: tuple[int, int], mode: str = "crop") -> np.ndarray:
+def fit_image(image: np.ndarray, size: tuple[int, int], mode: str = RESIZE_MODES[0]) -> np.ndarray:
     """Fit RGB ``image`` to ``size`` (H, W).
 
     ``crop``: scale the shorter side to fit, then centre-crop; ``stretch``: plain
@@ -73,7 +73,7 @@ def normalise(image: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.nda
 
 
 def preprocess(
-    source: str | os.PathLike | np.ndarray, size: tuple[int, int], mean=None, std=None, mode: str = "crop"
+    source: str | os.PathLike | np.ndarray, size: tuple[int, int], mean=None, std=None, mode: str = RESIZE_MODES[0]
 ) -> tuple[np.ndarray, np.ndarray]:
     """(model input float32 [3, H, W], the fitted RGB uint8 image) for a file or RGB array."""
     image = load_image(source) if not isinstance(source, np.ndarray) else source

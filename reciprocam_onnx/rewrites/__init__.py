@@ -17,7 +17,7 @@ from .slots import slots
 
 BATCH_DYNAMIC = Pass("batch-dynamic", batch_dynamic, required=True, keeps_shapes=True)
 OPTIMIZING = (Pass("head-rows", head_rows), Pass("hoist", hoist), Pass("slots", slots))
-PRECISION_PASSES = dict(zip(PRECISIONS, ((), (Pass("float16", float16),))))  # per Options.precision
+PRECISION_PASSES = dict(zip(PRECISIONS, ((), (Pass(PRECISIONS[1], float16),))))  # per Options.precision
 
 
 def split_passes(optimize: bool) -> tuple[Pass, ...]:
