@@ -9,6 +9,7 @@ and writes it with a dynamic batch axis unless ``--static-batch``.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import warnings
 from pathlib import Path
@@ -36,28 +37,30 @@ def export_onnx(
     opset: int = 17,
     dynamic_batch: bool = True,
     metadata: dict | None = None,
+    dynamo: bool = False,
 ) -> Path:
-    """Export ``model`` (eval mode) with input ``input`` [B,3,H,W] and output ``logits``."""
+    """Export ``model`` (eval mode) with input ``input`` [B,3,H,W] and output ``logits``, with the
+    TorchScript exporter or, with ``dynamo``, torch.export (torch's default; weights inlined)."""
     model = model.eval()
     example = torch.randn(1, 3, *input_size)
-    axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # No torch.no_grad(): under it torchvision's attention takes a fused fast path
-    # (aten::_native_multi_head_attention) that has no ONNX export.
+    names = {"input_names": ["input"], "output_names": ["logits"], "opset_version": opset}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            example,
-            str(path),
-            input_names=["input"],
-            output_names=["logits"],
-            opset_version=opset,
-            dynamic_axes=axes,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+        if dynamo:
+            shapes = {next(iter(inspect.signature(model.forward).parameters)): {0: torch.export.Dim("batch")}}
+            program = torch.onnx.export(
+                model, (example,), dynamic_shapes=shapes if dynamic_batch else None, dynamo=True, **names
+            )
+            program.save(str(path), external_data=False)
+        else:
+            # No torch.no_grad(): under it torchvision's attention takes a fused fast path
+            # (aten::_native_multi_head_attention) that has no ONNX export.
+            axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+            torch.onnx.export(
+                model, example, str(path), dynamic_axes=axes, do_constant_folding=True, dynamo=False, **names
+            )
     if metadata:
         proto = onnx.load(str(path))
         for key, value in metadata.items():

@@ -30,7 +30,7 @@ import onnx
 
 from .analysis.model_info import ModelInfo
 from .errors import ModelLoadError
-from .graph.model import load_model
+from .graph.model import LAYOUTS, ImageInput, load_model
 from .io.files import write_bytes_atomic, write_text_atomic
 
 # prefix outputs = suffix inputs
@@ -91,10 +91,21 @@ class SplitInfo:
     slots: bool = False  # masked inputs are a copy's distinct rows (rewrites/slots.py)
     model: ModelInfo = ModelInfo()
     rewrites: tuple[Rewrite, ...] = ()
+    input_dtype: str = "float32"
+    input_layout: str = LAYOUTS[0]
+    dtype: str = "float32"  # of the residual stream: what the cut tensors and the suffix compute in
 
     @property
     def cells(self) -> int:
         return self.grid[0] * self.grid[1]
+
+    @property
+    def image(self) -> ImageInput:
+        """The model's image input (name, size, dtype, layout)."""
+        channels, height, width = self.input_shape
+        return ImageInput(
+            self.input_name, channels, height, width, self.static_batch, self.input_dtype, self.input_layout
+        )
 
     def rewrites_line(self) -> str:
         """e.g. 'batch-dynamic yes, head-rows yes, hoist no (...), slots yes'."""

@@ -24,12 +24,13 @@ SCORES = ("softmax", "logits")
 RESIDUALS = ("unmasked", "masked")
 PRECISIONS = ("float32", "float16")
 
-CUT = ("block", "optimize")
+CUT = ("block", "optimize", "input_size")
 FUSED = ("block", "optimize", "kernel", "cls_token", "score", "residual", "chunk")  # baked into a fused graph
 
 
-def _option(default: Any, help: str, choices: tuple | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "choices": choices})
+def _option(default: Any, help: str, choices: tuple | None = None, metavar: tuple[str, ...] | None = None) -> Any:
+    """A field with its help text, allowed values and, for a flag taking several numbers, their names."""
+    return field(default=default, metadata={"help": help, "choices": choices, "metavar": metavar})
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,11 @@ class Options:
     precision: str = _option(PRECISIONS[0], "precision of the masked copies (float16 is meant for CUDA)", PRECISIONS)
     max_batch: int | None = _option(None, "masked copies per suffix run (default: from a memory budget)")
     chunk: int | None = _option(None, "fused graph: copies per ONNX Loop step (default: all at once)")
+    input_size: tuple[int, int] | None = _option(
+        None,
+        "input height and width, for models whose input leaves them open (default: from the model's metadata)",
+        metavar=("H", "W"),
+    )
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -56,6 +62,11 @@ class Options:
                 raise OptionError(f"{name} must be True or False, not {getattr(self, name)!r}")
         if isinstance(self.block, bool) or not isinstance(self.block, int):
             raise OptionError(f"block must be an integer, not {self.block!r}")
+        size = self.input_size
+        if size is not None:
+            if not (len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+                raise OptionError(f"input_size must be two positive whole numbers (height, width), not {size!r}")
+            object.__setattr__(self, "input_size", tuple(size))
         for name in ("max_batch", "chunk"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import onnx_graphsurgeon as gs
 
 from ..errors import NotAViTError
-from ..graph.gsutil import ancestors, consumers, descendants, ops_of, other_input
+from ..graph.gsutil import ancestors, dequantized, descendants, float_readers, ops_of
 from .layernorm import LayerNormMatch, find_layernorms
 
 log = logging.getLogger(__name__)
@@ -28,15 +28,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Sublayer:
-    """One residual branch: ``output = input + branch(LN(input))``."""
+    """One residual branch: ``output = input + branch(LN(input))``; in QDQ graphs ``input`` is the
+    float tensor before its QuantizeLinear -> DequantizeLinear copies."""
 
     norm: LayerNormMatch
     add: gs.Node
     is_attention: bool
-
-    @property
-    def input(self) -> gs.Variable:
-        return self.norm.input
+    input: gs.Tensor
 
     @property
     def output(self) -> gs.Variable:
@@ -107,11 +105,12 @@ def _what_failed(
 
 def _as_sublayer(norm: LayerNormMatch) -> Sublayer | None:
     downstream = descendants(norm.output)
-    for add in consumers(norm.input, "Add"):
-        branch = other_input(add, norm.input)
-        if branch is None or id(add) not in downstream:
+    x = dequantized(norm.input)
+    for add in float_readers(x, "Add"):
+        branches = [t for t in add.inputs if dequantized(t) is not x]
+        if len(branches) != 1 or id(add) not in downstream:
             continue
-        region = ancestors(branch, within=downstream)
+        region = ancestors(branches[0], within=downstream)
         if region:
-            return Sublayer(norm, add, "Softmax" in ops_of(region))
+            return Sublayer(norm, add, "Softmax" in ops_of(region), x)
     return None

@@ -11,7 +11,7 @@ import onnx_graphsurgeon as gs
 from ..errors import GraphStructureError
 from ..graph.gsutil import ancestors
 from ..graph.model import ImageInput, image_input, output_name
-from ..graph.probe import probe_shapes
+from ..graph.probe import probe_specs
 from .blocks import Block, find_blocks
 
 log = logging.getLogger(__name__)
@@ -29,21 +29,26 @@ class ModelFacts:
     grid: tuple[int, int]
     width: int
     classes: int
+    dtype: str = "float32"  # of the residual stream (float16 in half-precision graphs)
 
     @property
     def cells(self) -> int:
         return self.grid[0] * self.grid[1]
 
 
-def analyse(model: onnx.ModelProto, graph: gs.Graph | None = None) -> ModelFacts:
+def analyse(
+    model: onnx.ModelProto, graph: gs.Graph | None = None, input_size: tuple[int, ...] | None = None
+) -> ModelFacts:
     """Find the blocks, then read T, D, C and the patch grid; P = T - h*w.
-    ``graph``: the model already imported into graphsurgeon, if at hand."""
-    spec = image_input(model)
+    ``graph``: the model already imported into graphsurgeon, if at hand;
+    ``input_size``: (H, W) for a model whose input leaves them open."""
+    spec = image_input(model, input_size)
     graph = graph if graph is not None else gs.import_onnx(model)
     blocks = find_blocks(graph)
     patch_conv = _patch_embedding_conv(graph, blocks[0].residual)
     out = output_name(model)
-    shapes = probe_shapes(model, [blocks[0].residual, patch_conv, out])
+    specs = probe_specs(model, spec, [blocks[0].residual, patch_conv, out])
+    shapes = {name: shape for name, (shape, _) in specs.items()}
     stream, grid_shape, logits = shapes[blocks[0].residual], shapes[patch_conv], shapes[out]
     if len(stream) != 3 or len(grid_shape) != 4 or len(logits) != 2:
         raise GraphStructureError(
@@ -55,7 +60,8 @@ def analyse(model: onnx.ModelProto, graph: gs.Graph | None = None) -> ModelFacts
     prefix = tokens - grid[0] * grid[1]
     if prefix < 0:
         raise GraphStructureError(f"{tokens} tokens cannot hold a {grid[0]}x{grid[1]} patch grid")
-    facts = ModelFacts(spec, out, tuple(blocks), tokens, prefix, grid, width, logits[1])
+    dtype = specs[blocks[0].residual][1].name
+    facts = ModelFacts(spec, out, tuple(blocks), tokens, prefix, grid, width, logits[1], dtype)
     log.info(
         "T=%d tokens (%d prefix + %dx%d grid), D=%d, C=%d, %d blocks",
         tokens,

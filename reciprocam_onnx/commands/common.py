@@ -28,6 +28,9 @@ def add_option_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) ->
             )
         elif item.metadata["choices"] is not None:
             group.add_argument(f"--{flag}", choices=item.metadata["choices"], help=f"{help} (default {item.default})")
+        elif item.metadata["metavar"] is not None:
+            metavar = item.metadata["metavar"]
+            group.add_argument(f"--{flag}", type=int, nargs=len(metavar), metavar=metavar, help=help)
         else:
             default = "" if item.default is None else f" (default {item.default})"
             group.add_argument(f"--{flag}", type=int, metavar="N", help=f"{help}{default}")

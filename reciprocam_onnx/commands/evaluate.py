@@ -10,7 +10,8 @@ from ..io.images import RESIZE_MODES
 from ..options import Options
 from .common import add_option_flags, add_runtime_flags, default_model, given_options, providers
 
-EVAL_OPTIONS = ("block", "cls_token", "residual", "optimize", "precision", "max_batch")  # methods set the rest
+# the methods set the other options
+EVAL_OPTIONS = ("block", "cls_token", "residual", "optimize", "precision", "max_batch", "input_size")
 
 DEFAULT_SHAPES = 500
 

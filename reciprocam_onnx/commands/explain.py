@@ -19,7 +19,17 @@ from .common import (
     providers,
 )
 
-EXPLAIN_OPTIONS = ("block", "kernel", "cls_token", "score", "residual", "optimize", "precision", "max_batch")
+EXPLAIN_OPTIONS = (
+    "block",
+    "kernel",
+    "cls_token",
+    "score",
+    "residual",
+    "optimize",
+    "precision",
+    "max_batch",
+    "input_size",
+)
 
 
 class Explain:
@@ -123,13 +133,16 @@ def _explain_one(explainer, path: Path, args, labels, name: str) -> None:
 
 
 def _load(explainer, path: Path, resize: str) -> tuple[np.ndarray, np.ndarray]:
-    """(normalised [3,H,W] tensor, RGB picture for the overlay) from an image or .npy file."""
+    """(one model input, RGB picture for the overlay) from an image or .npy file
+    (a .npy holds one normalised float [3, H, W] tensor)."""
     from ..io.images import preprocess
 
     info = explainer.info
     mean, std = info.model.mean, info.model.std
     if path.suffix.lower() != ".npy":
-        return preprocess(path, info.input_shape[1:], mean, std, resize)
+        return preprocess(path, info.input_shape[1:], mean, std, resize, info.input_layout, info.input_dtype)
+    if info.image.takes_raw_pixels or info.input_layout != "NCHW":
+        raise ImageError(f"{path}: .npy tensors are for float NCHW models; give this model an image file")
     try:
         tensor = np.load(path).astype(np.float32)
     except (OSError, ValueError) as exc:

@@ -21,7 +21,7 @@ class Fuse:
         parser = sub.add_parser(cls.name, help=str(cls.__doc__).splitlines()[0], description=cls.__doc__)
         parser.add_argument("model", type=Path, help="ViT classifier, .onnx")
         parser.add_argument("-o", "--output", type=Path, required=True, help="fused .onnx to write")
-        add_option_flags(parser, FUSED)
+        add_option_flags(parser, (*FUSED, "input_size"))
         parser.set_defaults(run=cls.run)
 
     @staticmethod

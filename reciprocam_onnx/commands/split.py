@@ -28,7 +28,7 @@ class Split:
         from ..split.pipeline import split_model
 
         options = Options(**given_options(args))
-        split = split_model(args.model, options.block, optimize=options.optimize)
+        split = split_model(args.model, options.block, optimize=options.optimize, input_size=options.input_size)
         folder = save_split(split, args.output)
         info = split.info
         print(
@@ -36,5 +36,7 @@ class Split:
             f"({info.tokens} tokens = {info.prefix_tokens} prefix + {info.grid[0]}x{info.grid[1]} grid, "
             f"width {info.width}, {info.classes} classes) -> {folder}"
         )
+        image = info.image
+        print(f"input {image.name!r}: {image.layout} {image.dtype} {'x'.join(map(str, image.shape(1)[1:]))}")
         print(f"rewrites: {info.rewrites_line()}")
         return 0

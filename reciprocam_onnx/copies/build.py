@@ -53,13 +53,13 @@ def copy_inputs(
     for name, tensor in tapped.items():
         if name != RESIDUAL:  # [N, T, k] ─► [N, n, U, k] ─► [N*n, U, k]
             rows = b.op("Gather", [tensor, tables.token], {"axis": 1})
-            copies = b.op("Mul", [rows, b.reshape(tables.weight, [0, 0, 1])])
+            copies = b.op("Mul", [rows, b.cast(b.reshape(tables.weight, [0, 0, 1]))])
             inputs[name] = _per_copy(b, copies, widths[name])
         elif residual == RESIDUALS[1]:  # masked
             weight = tables.weight
             if tables.token_slot is not None:  # slot weights ─► per-token weights [n, T]
                 weight = b.op("GatherElements", [tables.weight, tables.token_slot], {"axis": 1})
-            copies = b.op("Mul", [b.unsqueeze(tensor, [1]), b.reshape(weight, [0, 0, 1])])
+            copies = b.op("Mul", [b.unsqueeze(tensor, [1]), b.cast(b.reshape(weight, [0, 0, 1]))])
             inputs[name] = _per_copy(b, copies, widths[name])
         elif one_image:
             inputs[name] = tensor

@@ -26,7 +26,7 @@ def copy_feeds(
             continue
         else:
             rows = np.repeat(value[:, None], copies, axis=1)
-        feeds[name] = np.ascontiguousarray(rows.reshape(images * copies, *rows.shape[2:]), np.float32)
+        feeds[name] = np.ascontiguousarray(rows.reshape(images * copies, *rows.shape[2:]), value.dtype)
     if with_slots:
         feeds[SLOT_LOG_COUNT] = np.tile(slots.log_count, (images, 1))
         feeds[TOKEN_SLOT] = np.tile(slots.token_slot, (images, 1))

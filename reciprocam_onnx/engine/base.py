@@ -10,6 +10,7 @@ import numpy as np
 
 from ..contract import SplitInfo
 from ..errors import ImageError, OptionError
+from ..graph.model import ImageInput
 from ..options import Options
 
 Targets = Sequence[int] | np.ndarray | None
@@ -43,17 +44,25 @@ class SaliencyExplainer(Protocol):
         ...
 
 
-def check_images(images: np.ndarray, expected: tuple[int, int, int]) -> np.ndarray:
-    """``images`` as contiguous float32 [B, C, H, W] of the model's size, else ImageError."""
+def check_images(images: np.ndarray, image: ImageInput) -> np.ndarray:
+    """``images`` as a contiguous batch the model takes (its size, layout and dtype), else ImageError.
+
+    Float models take normalised pixels of any float type (cast to the model's);
+    integer (uint8) models take raw pixels of their own type.
+    """
     array = np.asarray(images)
     if array.ndim == 3:
         array = array[None]
+    expected = image.shape(len(array))[1:]
+    kind = "raw pixels" if image.takes_raw_pixels else "normalised"
+    what = f"[B, {', '.join(map(str, expected))}] {image.dtype} ({kind}, {image.layout})"
     if array.ndim != 4 or tuple(array.shape[1:]) != tuple(expected):
-        raise ImageError(
-            f"images must be [B, {', '.join(map(str, expected))}] float32 "
-            f"(normalised, NCHW); got shape {list(np.shape(images))}"
-        )
-    return np.ascontiguousarray(array, dtype=np.float32)
+        raise ImageError(f"images must be {what}; got shape {list(np.shape(images))}")
+    if image.takes_raw_pixels and array.dtype != np.dtype(image.dtype):
+        raise ImageError(f"images must be {what}; got {array.dtype} (reciprocam_onnx.preprocess makes them)")
+    if not image.takes_raw_pixels and array.dtype.kind != "f":
+        raise ImageError(f"images must be {what}; got {array.dtype} (reciprocam_onnx.preprocess makes them)")
+    return np.ascontiguousarray(array, dtype=image.dtype)
 
 
 def choose_targets(targets: Targets, scores: np.ndarray, classes: int) -> np.ndarray:

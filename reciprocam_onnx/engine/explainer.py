@@ -42,11 +42,11 @@ from ..copies.masks import cell_weights
 from ..copies.slots import Slots, copy_slots, identity_slots
 from ..errors import OptionError, onnxruntime_errors
 from ..graph.runtime import make_session, on_cuda, release_memory
-from ..options import CUT, Options, resolve
+from ..options import CUT, PRECISIONS, Options, resolve
 from ..rewrites import PRECISION_PASSES, Surgery, run_passes
 from ..split.pipeline import split_model
 from .base import Explanation, Targets, check_images, choose_targets
-from .scores import minmax_normalise, to_scores
+from .scores import RESOLVABLE_STEPS, minmax_normalise, to_scores, unresolved
 from .suffix import engine_suffix
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,9 @@ class Explainer:
         asked = resolve(options, **changes)
         explicit = set(changes) | set(asked.changed() if options is not None else {})
         split = _load_split(model, asked, explicit)
-        self.options = replace(asked, block=split.info.block, optimize=split.info.optimized)
+        self.options = replace(
+            asked, block=split.info.block, optimize=split.info.optimized, input_size=split.info.input_shape[1:]
+        )
         self._providers = providers
         self._split_info = split.info
         self._split_suffix = split.suffix  # kept for other residual/precision options (with_options)
@@ -127,7 +129,7 @@ class Explainer:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """The unmasked model's scores [B, C] (softmax or logits per ``options.score``)."""
-        images = check_images(images, self.info.input_shape)
+        images = check_images(images, self.info.image)
         tapped = self._run_prefix(images)
         logits = np.empty((len(images), self.info.classes), np.float32)
         for image in range(len(images)):
@@ -136,7 +138,7 @@ class Explainer:
 
     def cell_scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw scores before min-max: unmasked [B, C] and per masked copy [B, h*w, C]."""
-        images = check_images(images, self.info.input_shape)
+        images = check_images(images, self.info.image)
         tapped = self._run_prefix(images)
         cells = len(self._cells)
         logits = np.empty((len(images), 1 + cells, self.info.classes), np.float32)
@@ -145,8 +147,22 @@ class Explainer:
             for start in range(0, cells, self.max_batch):
                 end = min(start + self.max_batch, cells)
                 self._run_suffix(tapped, image, self._cells[start:end], out=logits[image, 1 + start : 1 + end])
+        self._warn_if_unresolved(logits)
         scores = to_scores(logits, self.options.score)
         return scores[:, 0], scores[:, 1:]
+
+    def _warn_if_unresolved(self, logits: np.ndarray) -> None:
+        """One warning line when reduced precision cannot resolve some images' maps."""
+        compute = PRECISIONS[1] if self.options.precision == PRECISIONS[1] else self.info.dtype
+        flagged = np.flatnonzero(unresolved(logits, compute))
+        if flagged.size:
+            log.warning(
+                "%s cannot resolve the map of image(s) %s: their cells' scores differ by less than %d rounding "
+                "steps; explain them in float32 (a float32 model, precision='float32')",
+                compute,
+                ", ".join(map(str, flagged.tolist())),
+                RESOLVABLE_STEPS,
+            )
 
     def _write_suffix(self, folder: Path) -> Path:
         """The engine suffix for the residual and precision options, written into ``folder``;
@@ -236,7 +252,8 @@ def _load_split(model: str | os.PathLike | onnx.ModelProto, options: Options, ex
             raise OptionError(f"{model} was split at block {info.block}; re-split it to explain block {options.block}")
         if "optimize" in explicit and options.optimize != info.optimized:
             raise OptionError(f"{model} was split with optimize={info.optimized}; re-split it to change that")
+        if "input_size" in explicit and options.input_size != info.input_shape[1:]:
+            raise OptionError(f"{model} was split for {info.input_shape[1:]} inputs; re-split it to change that")
         return split
-    return split_model(
-        model if isinstance(model, onnx.ModelProto) else Path(model), options.block, optimize=options.optimize
-    )
+    source = model if isinstance(model, onnx.ModelProto) else Path(model)
+    return split_model(source, options.block, optimize=options.optimize, input_size=options.input_size)

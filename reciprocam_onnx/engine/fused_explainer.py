@@ -34,7 +34,7 @@ class FusedExplainer:
         self._session = make_session(model, providers)
 
     def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        images = check_images(images, self.info.input_shape)
+        images = check_images(images, self.info.image)
         with onnxruntime_errors("running the fused graph"):
             logits, saliency = self._session.run(list(FUSED_OUTPUTS[:2]), {self.info.input_name: images})
         return to_scores(logits, self.options.score), saliency

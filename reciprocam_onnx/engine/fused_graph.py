@@ -48,7 +48,7 @@ def fuse(source: ModelSource, options: Options | None = None, **changes: Any) ->
             "do not apply (chunk bounds its memory)"
         )
     model = load_model(source)
-    split = split_model(model, options.block, optimize=options.optimize)
+    split = split_model(model, options.block, optimize=options.optimize, input_size=options.input_size)
     info = split.info
     weights = cell_weights(info.grid, info.prefix_tokens, options.kernel, options.cls_token)
     slots = copy_slots(weights, info.prefix_tokens, info.slots)
@@ -213,7 +213,7 @@ def _loop_over_images(core: gs.Graph, info: SplitInfo) -> gs.Graph:
     """Run a batch-1 core once per image of a dynamic batch (static-batch source models)."""
     outer = gs.Graph(opset=core.opset)
     b = OpBuilder(outer, "reciprocam/images/")
-    image = gs.Variable(info.input_name, np.float32, ["batch", *info.input_shape])
+    image = gs.Variable(info.input_name, np.dtype(info.input_dtype), ["batch", *info.image.shape(1)[1:]])
     core_input = core.inputs[0]
     step = gs.Variable(b.name("step"), np.int64, [])
     keep = gs.Variable(b.name("cond_in"), np.bool_, [])

@@ -35,3 +35,21 @@ def minmax_normalise(maps: np.ndarray) -> np.ndarray:
     span = m.max(axis=(-2, -1), keepdims=True) - lo
     safe = np.where(span > 0, span, 1.0)
     return np.where(span > 0, (m - lo) / safe, 0.0).astype(np.float32)
+
+
+RESOLVABLE_STEPS = 8  # a map needs its cells' scores to differ by more rounding steps than this
+
+
+def unresolved(logits: np.ndarray, dtype: str) -> np.ndarray:
+    """Which images' maps ``dtype`` cannot resolve: [B] bool, from logits [B, 1 + cells, C].
+
+    For each image's predicted class, the spread of its cell logits is compared
+    with ``dtype``'s rounding step at the image's largest logit.
+    """
+    if np.dtype(dtype) == np.float32 or np.dtype(dtype).kind != "f":
+        return np.zeros(len(logits), bool)
+    top = logits[:, 0].argmax(axis=1)
+    cells = logits[np.arange(len(logits)), 1:, top]
+    spread = cells.max(axis=1) - cells.min(axis=1)
+    largest = np.abs(logits).max(axis=(1, 2)).astype(dtype)
+    return spread < RESOLVABLE_STEPS * np.spacing(largest).astype(np.float64)

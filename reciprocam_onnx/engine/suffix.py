@@ -26,8 +26,8 @@ from ..options import RESIDUALS
 def engine_suffix(suffix: onnx.ModelProto, residual: str = RESIDUALS[0]) -> onnx.ModelProto:
     """The split's suffix behind the copy builder: (prefix outputs, image_index, slot tables) -> logits."""
     graph = gs.import_onnx(suffix)
-    b = OpBuilder(graph, "reciprocam/")
     old = {t.name: t for t in graph.inputs}
+    b = OpBuilder(graph, "reciprocam/", old[RESIDUAL].dtype)
     for tensor in old.values():  # the new inputs take these names
         tensor.name = b.name(f"{tensor.name}_copies")
     tokens = int(old[RESIDUAL].shape[1])
@@ -42,7 +42,7 @@ def engine_suffix(suffix: onnx.ModelProto, residual: str = RESIDUALS[0]) -> onnx
         )
     image = gs.Variable(IMAGE_INDEX, np.int64, [1])
     widths = {name: int(t.shape[2]) for name, t in old.items() if name not in (SLOT_LOG_COUNT, TOKEN_SLOT)}
-    sources = {name: gs.Variable(name, np.float32, ["images", tokens, width]) for name, width in widths.items()}
+    sources = {name: gs.Variable(name, old[name].dtype, ["images", tokens, width]) for name, width in widths.items()}
     tapped = {name: b.op("Gather", [source, image], {"axis": 0}) for name, source in sources.items()}  # [1, T, k]
     built = copy_inputs(b, tapped, widths, tables, residual, one_image=True)
     reads = {id(old[name]): tensor for name, tensor in built.items()}
@@ -50,4 +50,13 @@ def engine_suffix(suffix: onnx.ModelProto, residual: str = RESIDUALS[0]) -> onnx
         node.inputs = [reads.get(id(t), t) for t in node.inputs]
     table_inputs = [t for t in (tables.token, tables.weight, tables.log_count, tables.token_slot) if t is not None]
     graph.inputs = [*sources.values(), image, *table_inputs]
+    graph.outputs = [_as_float32(b, out) for out in graph.outputs]
     return export_like(graph.cleanup().toposort(), suffix)
+
+
+def _as_float32(b: OpBuilder, logits: gs.Variable) -> gs.Variable:
+    """The logits as float32 (the engine reads float32), under their own name."""
+    if np.dtype(logits.dtype) == np.float32:
+        return logits
+    name, logits.name = logits.name, b.name("logits_model_dtype")
+    return b.op("Cast", [logits], {"to": onnx.TensorProto.FLOAT}, gs.Variable(name, np.float32, logits.shape))

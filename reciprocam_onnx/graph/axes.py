@@ -71,6 +71,8 @@ _ELEMENTWISE = {
     "Round",
     "Sign",
     "Mod",
+    "IsNaN",
+    "IsInf",
 }
 _REDUCE = {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2"}
 _SEARCH_BUDGET = 20_000
@@ -211,6 +213,15 @@ def _axis_attr(node, shapes, default: int) -> int:
     axis = node.attrs.get("axis", default)
     rank = len(shapes[node.inputs[0].name])
     return axis + rank if axis < 0 else axis
+
+
+def _quantize(node, places, shapes) -> list[Option]:
+    """(De)QuantizeLinear with one scale for the whole tensor is elementwise; per-axis scales stop the axis
+    (they are for weights)."""
+    scale = constant_value(node.inputs[1])
+    if scale is None or scale.size != 1 or any(t.name in places for t in node.inputs[1:]):
+        return []
+    return _same_place(node, places[node.inputs[0].name])
 
 
 def _softmax(node, places, shapes) -> list[Option]:
@@ -387,4 +398,6 @@ _RULES: dict[str, Callable[..., list[Option]]] = {
     "Unsqueeze": _unsqueeze,
     "Expand": _expand,
     "Flatten": _flatten,
+    "QuantizeLinear": _quantize,
+    "DequantizeLinear": _quantize,
 }

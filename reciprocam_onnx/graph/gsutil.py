@@ -74,3 +74,29 @@ def ancestors(end: gs.Tensor, within: set[int] | None = None) -> list[gs.Node]:
 def ops_of(nodes: Iterable[gs.Node]) -> set[str]:
     """The set of op types among ``nodes``."""
     return {n.op for n in nodes}
+
+
+def dequantized(tensor: gs.Tensor) -> gs.Tensor:
+    """The float tensor that ``tensor`` is a QuantizeLinear -> DequantizeLinear copy of (QDQ
+    graphs put such a pair on most tensors), or ``tensor`` itself."""
+    node = producer(tensor)
+    while node is not None and node.op == "DequantizeLinear":
+        quantize = producer(node.inputs[0])
+        if quantize is None or quantize.op != "QuantizeLinear":
+            break
+        tensor = quantize.inputs[0]
+        node = producer(tensor)
+    return tensor
+
+
+def float_readers(tensor: gs.Tensor, op: str | None = None) -> list[gs.Node]:
+    """Nodes reading ``tensor`` directly or through QuantizeLinear -> DequantizeLinear copies of it,
+    optionally only those of type ``op``."""
+    found = []
+    for node in tensor.outputs:
+        if node.op == "QuantizeLinear" and node.inputs[0] is tensor:
+            for dequantize in consumers(node.outputs[0], "DequantizeLinear"):
+                found += float_readers(dequantize.outputs[0], op)
+        elif op is None or node.op == op:
+            found.append(node)
+    return found

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from ..errors import GraphStructureError, ModelLoadError
@@ -29,35 +30,89 @@ def load_model(source: ModelSource) -> onnx.ModelProto:
     return model
 
 
+LAYOUTS = ("NCHW", "NHWC")
+
+
 @dataclass(frozen=True)
 class ImageInput:
-    """The model's image input: name, [C, H, W] and whether its batch is fixed."""
+    """The model's image input: name, channels, size, fixed batch (or None), dtype and layout.
+
+    Float inputs take normalised pixels; integer (uint8) inputs take raw pixels
+    and normalise inside the graph.
+    """
 
     name: str
     channels: int
     height: int
     width: int
     static_batch: int | None
+    dtype: str = "float32"
+    layout: str = LAYOUTS[0]
 
     @property
     def size(self) -> tuple[int, int]:
         return self.height, self.width
 
+    def shape(self, batch: int) -> tuple[int, int, int, int]:
+        """The input's shape for ``batch`` images, in its layout."""
+        if self.layout == "NHWC":
+            return batch, self.height, self.width, self.channels
+        return batch, self.channels, self.height, self.width
 
-def image_input(model: onnx.ModelProto) -> ImageInput:
-    """The single NCHW image input of ``model`` (H and W must be fixed)."""
+    @property
+    def takes_raw_pixels(self) -> bool:
+        return np.dtype(self.dtype).kind in "iu"
+
+    def random(self, batch: int = 1, seed: int = 0) -> np.ndarray:
+        """A random input batch: standard normal for float inputs, 0..255 for integer ones."""
+        rng = np.random.default_rng(seed)
+        if self.takes_raw_pixels:
+            return rng.integers(0, 256, self.shape(batch)).astype(self.dtype)
+        return rng.standard_normal(self.shape(batch), dtype=np.float32).astype(self.dtype)
+
+
+def image_input(model: onnx.ModelProto, size: tuple[int, ...] | None = None) -> ImageInput:
+    """The single image input of ``model``: NCHW, or NHWC when its last axis holds 1 or 3 channels.
+
+    ``size`` (H, W) is needed when the graph leaves height and width open, and
+    must match them when it fixes them.
+    """
     initializers = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1:
         names = ", ".join(i.name for i in inputs)
         raise GraphStructureError(f"expected one image input, found {len(inputs)}: {names}")
     value = inputs[0]
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
-    fixed = [d for d in dims[1:] if d is not None]
-    if len(dims) != 4 or len(fixed) != 3:
-        raise GraphStructureError(f"input {value.name!r} must be NCHW with fixed C, H, W; its shape is {dims}")
-    channels, height, width = fixed
-    return ImageInput(value.name, channels, height, width, dims[0])
+    tensor = value.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+    if len(dims) != 4:
+        raise GraphStructureError(
+            f"input {value.name!r} must be an image batch [N, C, H, W] or [N, H, W, C]; its shape is {dims}"
+        )
+    layout = "NHWC" if dims[3] in (1, 3) and dims[1] not in (1, 3) else "NCHW"
+    channels, height, width = (dims[3], dims[1], dims[2]) if layout == "NHWC" else dims[1:]
+    channels = channels or _conv_channels(model)
+    if size is not None:
+        if (height or size[0], width or size[1]) != tuple(size):
+            raise GraphStructureError(
+                f"input {value.name!r} is {height}x{width} (HxW); it cannot take {size[0]}x{size[1]}"
+            )
+        height, width = size
+    if height is None or width is None or channels is None:
+        raise GraphStructureError(
+            f"input {value.name!r} leaves its size open ({dims}): give it (--input-size H W, or input_size=(H, W))"
+        )
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+    return ImageInput(value.name, channels, height, width, dims[0], dtype, layout)
+
+
+def _conv_channels(model: onnx.ModelProto) -> int | None:
+    """Input channels of the first Conv (the patch embedding), from its weight."""
+    weights = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Conv" and node.input[1] in weights:
+            return int(weights[node.input[1]].dims[1])
+    return None
 
 
 def output_name(model: onnx.ModelProto) -> str:

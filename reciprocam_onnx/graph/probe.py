@@ -8,14 +8,21 @@ import numpy as np
 import onnx
 
 from ..errors import onnxruntime_errors
-from .model import image_input
+from .model import ImageInput
 from .runtime import lean_session, release_memory
 
 
 def tensor_shapes(
     model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: Iterable[str]
 ) -> dict[str, tuple[int, ...]]:
-    """Run ``model`` on ``feeds`` on CPU and return the shapes of ``names`` and of its outputs.
+    """Run ``model`` on ``feeds`` on CPU and return the shapes of ``names`` and of its outputs."""
+    return {name: shape for name, (shape, _) in tensor_specs(model, feeds, names).items()}
+
+
+def tensor_specs(
+    model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: Iterable[str]
+) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Run ``model`` on ``feeds`` on CPU and return the shape and dtype of ``names`` and of its outputs.
 
     The extra outputs are added to ``model`` for the run and removed again (no copy).
     """
@@ -30,19 +37,14 @@ def tensor_shapes(
     wanted = [o.name for o in session.get_outputs()]
     with onnxruntime_errors("running the model to read its tensor shapes"):
         values = session.run(wanted, feeds)
-    shapes = {name: tuple(v.shape) for name, v in zip(wanted, values)}
+    specs = {name: (tuple(v.shape), v.dtype) for name, v in zip(wanted, values)}
     del session
     release_memory()
-    return shapes
+    return specs
 
 
-def random_image(model: onnx.ModelProto, batch: int = 1, seed: int = 0) -> np.ndarray:
-    """A standard-normal float32 batch of the model's input shape."""
-    spec = image_input(model)
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((batch, spec.channels, *spec.size), dtype=np.float32)
-
-
-def probe_shapes(model: onnx.ModelProto, names: Iterable[str]) -> dict[str, tuple[int, ...]]:
-    """Shapes of ``names`` (and of the outputs) for one random image."""
-    return tensor_shapes(model, {image_input(model).name: random_image(model)}, names)
+def probe_specs(
+    model: onnx.ModelProto, image: ImageInput, names: Iterable[str]
+) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shapes and dtypes of ``names`` (and of the outputs) for one random image."""
+    return tensor_specs(model, {image.name: image.random()}, names)

@@ -73,14 +73,29 @@ def normalise(image: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.nda
 
 
 def preprocess(
-    source: str | os.PathLike | np.ndarray, size: tuple[int, int], mean=None, std=None, mode: str = RESIZE_MODES[0]
+    source: str | os.PathLike | np.ndarray,
+    size: tuple[int, int],
+    mean=None,
+    std=None,
+    mode: str = RESIZE_MODES[0],
+    layout: str = "NCHW",
+    dtype: str = "float32",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(model input float32 [3, H, W], the fitted RGB uint8 image) for a file or RGB array."""
+    """(one model input, the fitted RGB uint8 image) for a file or RGB array.
+
+    The input has the model's ``layout`` (NCHW: [3, H, W], NHWC: [H, W, 3]) and
+    ``dtype``: float inputs are normalised with ``mean``/``std`` (default
+    ImageNet's), integer (uint8) inputs are the raw pixels (the model normalises).
+    """
     image = load_image(source) if not isinstance(source, np.ndarray) else source
     if image.ndim != 3 or image.shape[2] != 3:
         raise ImageError(f"expected an RGB image [H, W, 3]; got shape {list(image.shape)}")
     fitted = fit_image(image, size, mode)
-    return normalise(fitted, mean or IMAGENET_MEAN, std or IMAGENET_STD), fitted
+    if np.dtype(dtype).kind in "iu":
+        pixels = fitted.astype(dtype)
+        return (pixels if layout == "NHWC" else np.ascontiguousarray(pixels.transpose(2, 0, 1))), fitted
+    tensor = normalise(fitted, mean or IMAGENET_MEAN, std or IMAGENET_STD).astype(dtype)
+    return (np.ascontiguousarray(tensor.transpose(1, 2, 0)) if layout == "NHWC" else tensor), fitted
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

@@ -64,7 +64,7 @@ class Surgery:
         """Every suffix tensor's shape for one copy of one image (run once in ONNX Runtime, then kept)."""
         if self._shapes is None:
             tokens = self.model_facts.tokens
-            feeds = {t.name: np.zeros((1, tokens, int(t.shape[-1])), np.float32) for t in self.suffix.inputs}
+            feeds = {t.name: np.zeros((1, tokens, int(t.shape[-1])), t.dtype) for t in self.suffix.inputs}
             names = [name for name in self.suffix.tensors() if name]
             self._shapes = tensor_shapes(self.export_suffix(), feeds, names)
         return self._shapes

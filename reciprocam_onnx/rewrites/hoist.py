@@ -48,8 +48,8 @@ def hoist(surgery: Surgery) -> None:
         node.inputs.clear()
         node.outputs.clear()
         projected.name = projected_name(k)
-        projected.dtype, projected.shape = np.float32, [f"{projected.name}_batch", f_sub.shape[1], weight.shape[1]]
-        out = gs.Variable(projected.name, np.float32, ["batch", f_sub.shape[1], weight.shape[1]])
+        projected.dtype, projected.shape = f_sub.dtype, [f"{projected.name}_batch", f_sub.shape[1], weight.shape[1]]
+        out = gs.Variable(projected.name, f_sub.dtype, ["batch", f_sub.shape[1], weight.shape[1]])
         pre.nodes.append(
             gs.Node(
                 "MatMul",

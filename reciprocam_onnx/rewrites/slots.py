@@ -61,7 +61,7 @@ def slots(surgery: Surgery) -> None:
     if any(_token_dim(graph, name, axis, tokens) is None for name, axis in reshapes.items()):
         raise NotApplicable("a Reshape merges the token axis with another")
 
-    b = OpBuilder(graph, "reciprocam/slots/")
+    b = OpBuilder(graph, "reciprocam/slots/", surgery.model_facts.dtype)
     log_count = gs.Variable(SLOT_LOG_COUNT, np.float32, ["batch", "slots"])
     token_slot = gs.Variable(TOKEN_SLOT, np.int64, ["batch", tokens])
     count = b.dim(tensors[masked[0]], 1)
@@ -74,7 +74,7 @@ def slots(surgery: Surgery) -> None:
         "Reshape",
         [scores, b.op("Concat", [batch, b.const("rest", np.array([-1])), count], {"axis": 0}, dtype=np.int64)],
     )
-    counted = b.op("Add", [grouped, b.reshape(log_count, [0, 1, -1])])
+    counted = b.op("Add", [grouped, b.cast(b.reshape(log_count, [0, 1, -1]))])
     softmax.inputs[0] = b.op("Reshape", [counted, b.op("Shape", [scores], dtype=np.int64)])
     if not head_rows:
         add.inputs[add.inputs.index(branch)] = _expand(b, branch, token_slot, batch, count, shapes[branch.name][2])

@@ -39,22 +39,29 @@ def resolve_block(block: int, count: int) -> int:
 
 
 def split_model(
-    source: ModelSource, block: int = Options.block, verify: bool = True, optimize: bool = Options.optimize
+    source: ModelSource,
+    block: int = Options.block,
+    verify: bool = True,
+    optimize: bool = Options.optimize,
+    input_size: tuple[int, int] | None = Options.input_size,
 ) -> SplitModel:
     """Cut ``source`` at ``block``; with ``verify``, check suffix(prefix(x)) == model(x).
 
     ``optimize`` adds the rewrites that compute less for the same logits
     (rewrites/: head rows, hoisted projections, distinct-row slots).
+    ``input_size`` (H, W) is for models whose input leaves them open; the
+    default is the size the model's metadata or preprocessor config gives.
     """
     model = load_model(source)
     path = None if isinstance(source, onnx.ModelProto) else Path(source)
+    model_info = read_model_info(model, path)
     graph = gs.import_onnx(model)
-    facts = analyse(model, graph)
+    facts = analyse(model, graph, input_size or model_info.input_size)
     index = resolve_block(block, len(facts.blocks))
     prefix, suffix = prefix_and_suffix(graph, facts, index)
     surgery = Surgery(suffix, model, prefix, facts, index)
     del graph, prefix, suffix  # only the surgery holds graphs now: the passes' copies replace them
-    set_shapes(surgery.suffix, surgery.shapes())
+    set_shapes(surgery.suffix, surgery.shapes(), facts)
     free_shapes(surgery.suffix, facts.classes)
     surgery, rewrites = run_passes(surgery, split_passes(optimize))
     target, spec = facts.blocks[index], facts.input
@@ -75,8 +82,11 @@ def split_model(
         tuple(surgery.masked),
         optimize,
         surgery.slots,
-        read_model_info(model, path),
+        model_info,
         rewrites,
+        spec.dtype,
+        spec.layout,
+        facts.dtype,
     )
     split = SplitModel(surgery.export_prefix(), surgery.export_suffix(), info)
     del surgery

@@ -1,0 +1,166 @@
+"""Graphs as production ships them, each built the way users build it, explained and checked.
+
+The README's "Supported graphs" table names these tests. float32 graphs are
+compared with the PyTorch reference (tests/torch_reference.py); reduced
+precision graphs with masked copies run one at a time through the model's own
+plain cut.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from export.export_vit import export_onnx
+from reciprocam_onnx import Explainer
+from reciprocam_onnx.errors import ImageError
+from reciprocam_onnx.io.images import IMAGENET_MEAN, IMAGENET_STD
+from tests.conftest import random_images
+from tests.reference_check import assert_matches_reference
+from tests.torch_reference import as_float64, reference_explain
+from tests.zoo import FAMILIES, make_model
+
+
+def assert_explains_like_torch(path, model, fam, block: int = -2, **options) -> Explainer:
+    """Explainer(path) at ``block`` against the PyTorch reference on two random images; all rewrites applied."""
+    ex = Explainer(path, block=block, **options)
+    images = random_images(2, fam.input_size, seed=3)
+    refs = [
+        reference_explain(m, *fam.blocks(m)[block], images, ex.info.grid, ex.info.prefix_tokens)
+        for m in (as_float64(model), model)
+    ]
+    compared = assert_matches_reference(ex, images, *refs, f"{path.name} block {block}")
+    assert compared.any(), "no target map was well-posed enough to compare"
+    return ex
+
+
+@pytest.mark.parametrize("attention, dynamic", [("sdpa", True), ("eager", False)])
+def test_huggingface_dynamo_export(attention, dynamic, tmp_path):
+    """transformers 5.x ViT through torch.onnx.export(dynamo=True), torch's default exporter: shape reads
+    of the image input and the all-zero attention mask inside the suffix are resolved."""
+    fam = FAMILIES["huggingface"]
+    model = make_model(fam)
+    model.model.config._attn_implementation = attention
+    path = export_onnx(model, tmp_path / "hf.onnx", fam.input_size, 18, dynamic, dynamo=True)
+    ex = assert_explains_like_torch(path, model, fam)
+    assert all(r.applied for r in ex.info.rewrites), ex.info.rewrites_line()
+
+
+def plain_cut_logits(path, images: np.ndarray, block: int = -2) -> np.ndarray:
+    """Logits [B, 1 + cells, C] of each image and each of its 3x3 masked copies, one copy per run through
+    the model's own plain cut (no rewrites), masks from tests/torch_reference.py."""
+    import onnxruntime as ort
+
+    from reciprocam_onnx import split_model
+    from reciprocam_onnx.contract import NORMED, RESIDUAL
+    from tests.torch_reference import reference_weights
+
+    split = split_model(path, block=block, optimize=False)
+    info = split.info
+    prefix, suffix = (
+        ort.InferenceSession(g.SerializeToString(), providers=["CPUExecutionProvider"])
+        for g in (split.prefix, split.suffix)
+    )
+    weights = reference_weights(info.grid, info.prefix_tokens, "3x3", True)
+    out = []
+    for image in images:
+        r, f = prefix.run([RESIDUAL, NORMED], {info.input_name: image[None].astype(info.input_dtype)})
+        copies = [f] + [(f.astype(np.float64) * w[None, :, None]).astype(f.dtype) for w in weights]
+        out.append([suffix.run(None, {RESIDUAL: r, NORMED: masked})[0][0] for masked in copies])
+    return np.asarray(out, np.float32)
+
+
+@pytest.fixture(scope="module")
+def deit_float32(exported):
+    return exported("timm-deit-tiny")
+
+
+@pytest.mark.parametrize("keep_io_types", [True, False], ids=["float32-io", "float16-io"])
+def test_float16_graph(keep_io_types, deit_float32, tmp_path):
+    """onnxruntime.transformers.float16 conversions: the cut keeps float16, float32 images are cast to the
+    model's input type, scores come back float32. Masked copies score as they do one at a time through the
+    float16 model's own plain cut, within float16 noise (the model's own logits move by 5e-3 of their scale
+    between ONNX Runtime's optimisation levels), and the maps follow the float32 model's."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    path32, _, fam = deit_float32
+    path = tmp_path / "half.onnx"
+    onnx.save(convert_float_to_float16(onnx.load(path32), keep_io_types=keep_io_types), path)
+    images = random_images(2, fam.input_size, seed=3)
+    ex = Explainer(path, score="logits")
+    assert ex.info.dtype == "float16" and ex.info.input_dtype == ("float32" if keep_io_types else "float16")
+    unmasked, cells = ex.cell_scores(images)
+    assert unmasked.dtype == cells.dtype == np.float32
+    expected = plain_cut_logits(path, images)
+    scale = float(np.abs(expected).max())
+    np.testing.assert_allclose(unmasked, expected[:, 0], atol=1e-2 * scale, rtol=0)
+    np.testing.assert_allclose(cells, expected[:, 1:], atol=1e-2 * scale, rtol=0)
+    full = Explainer(path32).explain(images)
+    half = ex.with_options(score="softmax").explain(images.astype(np.float16))
+    np.testing.assert_array_equal(half.targets, full.targets)
+    for got, want in zip(half.maps, full.maps):
+        assert np.corrcoef(got.ravel(), want.ravel())[0, 1] >= 0.98
+
+
+def test_reduced_precision_that_cannot_resolve_a_map_is_flagged():
+    """A map whose cell logits differ by fewer than 8 float16 steps (at the largest logit) is unresolved."""
+    from reciprocam_onnx.engine.scores import unresolved
+
+    logits = np.zeros((2, 5, 3), np.float32)
+    logits[:, :, 0] = 10.0  # float16 step at 10 is 2**-7
+    logits[0, 1:, 0] += np.arange(4) * 2**-7  # spread of 3 steps
+    logits[1, 1:, 0] += np.arange(4) * 2**-3  # spread of 48 steps
+    assert unresolved(logits, "float16").tolist() == [True, False]
+    assert not unresolved(logits, "float32").any()
+
+
+class RawPixels(torch.nn.Module):
+    """A classifier taking uint8 [B, H, W, 3] pixels and normalising them inside the graph."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.inner((pixels.permute(0, 3, 1, 2).float() - self.mean) / self.std)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_uint8_nhwc_input_normalised_inside_the_graph(tmp_path, capsys):
+    """A uint8 NHWC model: preprocess and the CLI give it raw pixels; its maps are the float model's maps on
+    the same pixels normalised (PyTorch reference)."""
+    import onnx
+
+    from reciprocam_onnx import preprocess
+    from reciprocam_onnx.cli import main
+
+    fam = FAMILIES["timm-deit-tiny"]
+    model = make_model(fam)
+    path = tmp_path / "uint8.onnx"
+    pixels = torch.zeros(1, *fam.input_size, 3, dtype=torch.uint8)
+    torch.onnx.export(RawPixels(model).eval(), pixels, path, input_names=["pixels"], dynamo=False, opset_version=17)
+    assert onnx.load(path).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    ex = Explainer(path)
+    assert (ex.info.input_dtype, ex.info.input_layout) == ("uint8", "NHWC")
+    picture = np.random.default_rng(1).integers(0, 256, (300, 260, 3), dtype=np.uint8)
+    raw, fitted = preprocess(picture, fam.input_size, layout="NHWC", dtype="uint8")
+    assert raw.dtype == np.uint8 and raw.shape == (*fam.input_size, 3)
+    normalised, _ = preprocess(picture, fam.input_size)
+    out = ex.explain(raw)
+    refs = [
+        reference_explain(m, *fam.blocks(m)[-2], normalised[None], ex.info.grid, ex.info.prefix_tokens)
+        for m in (as_float64(model), model)
+    ]
+    assert_matches_reference(ex, raw[None], *refs, "uint8 NHWC")
+    with pytest.raises(ImageError, match="uint8"):
+        ex.explain(normalised.transpose(1, 2, 0))
+    image = tmp_path / "picture.png"
+    cv2.imwrite(str(image), picture[:, :, ::-1])
+    assert main(["explain", str(path), str(image), "-o", str(tmp_path / "out")]) == 0
+    saved = np.load(tmp_path / "out" / "picture.map.npy")
+    np.testing.assert_allclose(saved, out.maps[0], atol=1e-6)
