@@ -94,6 +94,7 @@ class SplitInfo:
     input_dtype: str = "float32"
     input_layout: str = LAYOUTS[0]
     dtype: str = "float32"  # of the residual stream: what the cut tensors and the suffix compute in
+    copies_per_run: int | None = None  # the suffix takes at most this many copies per run (None: any)
 
     @property
     def cells(self) -> int:

@@ -50,23 +50,28 @@ def test_huggingface_dynamo_export(attention, dynamic, tmp_path):
 
 def plain_cut_logits(path, images: np.ndarray, block: int = -2) -> np.ndarray:
     """Logits [B, 1 + cells, C] of each image and each of its 3x3 masked copies, one copy per run through
-    the model's own plain cut (no rewrites), masks from tests/torch_reference.py."""
+    the model's own graph cut at the block (no rewrites), masks from tests/torch_reference.py."""
+    import onnx
+    import onnx_graphsurgeon as gs
     import onnxruntime as ort
 
-    from reciprocam_onnx import split_model
+    from reciprocam_onnx.analysis.facts import analyse
     from reciprocam_onnx.contract import NORMED, RESIDUAL
+    from reciprocam_onnx.graph.export import export_like
+    from reciprocam_onnx.split.cut import prefix_and_suffix
     from tests.torch_reference import reference_weights
 
-    split = split_model(path, block=block, optimize=False)
-    info = split.info
+    model = onnx.load(path)
+    graph = gs.import_onnx(model)
+    facts = analyse(model, graph)
     prefix, suffix = (
-        ort.InferenceSession(g.SerializeToString(), providers=["CPUExecutionProvider"])
-        for g in (split.prefix, split.suffix)
+        ort.InferenceSession(export_like(g, model).SerializeToString(), providers=["CPUExecutionProvider"])
+        for g in prefix_and_suffix(graph, facts, block % len(facts.blocks))
     )
-    weights = reference_weights(info.grid, info.prefix_tokens, "3x3", True)
+    weights = reference_weights(facts.grid, facts.prefix_tokens, "3x3", True)
     out = []
     for image in images:
-        r, f = prefix.run([RESIDUAL, NORMED], {info.input_name: image[None].astype(info.input_dtype)})
+        r, f = prefix.run([RESIDUAL, NORMED], {facts.input.name: image[None].astype(facts.input.dtype)})
         copies = [f] + [(f.astype(np.float64) * w[None, :, None]).astype(f.dtype) for w in weights]
         out.append([suffix.run(None, {RESIDUAL: r, NORMED: masked})[0][0] for masked in copies])
     return np.asarray(out, np.float32)
@@ -164,3 +169,48 @@ def test_uint8_nhwc_input_normalised_inside_the_graph(tmp_path, capsys):
     assert main(["explain", str(path), str(image), "-o", str(tmp_path / "out")]) == 0
     saved = np.load(tmp_path / "out" / "picture.map.npy")
     np.testing.assert_allclose(saved, out.maps[0], atol=1e-6)
+
+
+def _quantize(path, tmp_path, kind: str):
+    """The model quantized with onnxruntime.quantization as its docs show: pre-processed, then static QDQ
+    (calibrated on random images) or dynamic."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Images(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter({"input": random_images(1, (224, 224), seed=s)} for s in range(4))
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    prepared, out = tmp_path / "prepared.onnx", tmp_path / f"{kind}.onnx"
+    quant_pre_process(str(path), str(prepared))
+    if kind == "qdq":
+        quantize_static(str(prepared), str(out), Images(), quant_format=QuantFormat.QDQ)
+    else:
+        quantize_dynamic(str(prepared), str(out))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["qdq", "dynamic"])
+def test_int8_graph(kind, deit_float32, tmp_path):
+    """Static QDQ (blocks found through QuantizeLinear/DequantizeLinear) and dynamic quantization (one copy
+    per run, one image per prefix run: the model's run-time scales are per copy): every copy scores exactly
+    as it does alone through the quantized model's own cut, for the Explainer and the fused graph."""
+    import onnx
+
+    from reciprocam_onnx import fuse, open_explainer
+
+    path = _quantize(deit_float32[0], tmp_path, kind)
+    images = random_images(2, (224, 224), seed=3)
+    ex = Explainer(path, score="logits")
+    assert ex.info.copies_per_run == (1 if kind == "dynamic" else None)
+    unmasked, cells = ex.cell_scores(images)
+    expected = plain_cut_logits(path, images)
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(unmasked, expected[:, 0], atol=1e-4 * scale, rtol=0)
+    np.testing.assert_allclose(cells, expected[:, 1:], atol=1e-4 * scale, rtol=0)
+    fused = tmp_path / "fused.onnx"
+    onnx.save(fuse(path, score="logits"), fused)
+    np.testing.assert_allclose(open_explainer(fused).explain_all(images), ex.explain_all(images), atol=1e-4)

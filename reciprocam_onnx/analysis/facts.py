@@ -77,7 +77,7 @@ def analyse(
 def _patch_embedding_conv(graph: gs.Graph, first_residual: str) -> str:
     """Output name of the last Conv before the first block: it sets the grid."""
     upstream = {id(n) for n in ancestors(graph.tensors()[first_residual])}
-    convs = [n for n in graph.nodes if n.op == "Conv" and id(n) in upstream]
+    convs = [n for n in graph.nodes if n.op in ("Conv", "ConvInteger") and id(n) in upstream]
     if not convs:
         raise GraphStructureError("no patch-embedding Conv found before the first transformer block")
     return convs[-1].outputs[0].name

@@ -185,6 +185,13 @@ class Explainer:
         self._unmasked = identity_slots(np.ones((1, info.tokens), np.float32))
         self._cells = copy_slots(weights, info.prefix_tokens, info.slots)
         self.max_batch = options.max_batch or default_max_batch(info, self.device)
+        if info.copies_per_run is not None and self.max_batch > info.copies_per_run:
+            if options.max_batch is not None:
+                raise OptionError(
+                    f"this model quantizes at run time: it takes {info.copies_per_run} copy per run, "
+                    f"not max_batch={options.max_batch}"
+                )
+            self.max_batch = info.copies_per_run
         log.info(
             "explainer on %s: block %d, grid %dx%d, %d rows per suffix run; rewrites: %s",
             self.device,

@@ -50,6 +50,10 @@ def fuse(source: ModelSource, options: Options | None = None, **changes: Any) ->
     model = load_model(source)
     split = split_model(model, options.block, optimize=options.optimize, input_size=options.input_size)
     info = split.info
+    if info.copies_per_run is not None:
+        if options.chunk is not None and options.chunk > info.copies_per_run:
+            raise OptionError(f"this model quantizes at run time: it takes chunk={info.copies_per_run} at most")
+        options = options.updated(chunk=info.copies_per_run)
     weights = cell_weights(info.grid, info.prefix_tokens, options.kernel, options.cls_token)
     slots = copy_slots(weights, info.prefix_tokens, info.slots)
     graph = _core(model, split, slots, options)

@@ -255,7 +255,10 @@ def _reduce(node, places, shapes) -> list[Option]:
 
 
 def _matmul(node, places, shapes) -> list[Option]:
-    a, b = node.inputs
+    """MatMul, and MatMulInteger whose zero points do not carry the axis."""
+    if any(t.name in places for t in node.inputs[2:]):
+        return []
+    a, b = node.inputs[:2]
     out_rank = len(shapes[node.outputs[0].name])
     found = set()
     for tensor, contracted, kept in ((a, -1, -2), (b, -2, -1)):
@@ -388,6 +391,7 @@ _RULES: dict[str, Callable[..., list[Option]]] = {
     "LogSoftmax": _softmax,
     "LayerNormalization": _layernorm,
     "MatMul": _matmul,
+    "MatMulInteger": _matmul,
     "Gemm": _gemm,
     "Transpose": _transpose,
     "Gather": _gather,

@@ -36,6 +36,10 @@ class NotApplicable(Exception):
         self.reason = reason
 
 
+class NothingToDo(NotApplicable):
+    """A pass declines because the graph has none of what it is for (not recorded as an outcome)."""
+
+
 @dataclass
 class Surgery:
     """A split under construction: the graphs the passes change and the facts they read."""
@@ -48,6 +52,7 @@ class Surgery:
     masked: list[str] = field(default_factory=lambda: [NORMED])  # suffix inputs the copies mask
     head_rows: list[str] = field(default_factory=list)  # Gathers that pick the head's rows (head-rows pass)
     slots: bool = False  # the suffix takes its masked inputs as slots (slots pass)
+    copies_per_run: int | None = None  # the suffix takes only this many copies per run (one-copy-per-run pass)
     _shapes: Shapes | None = None
 
     @property
@@ -102,6 +107,8 @@ def run_passes(surgery: Surgery, passes: Sequence[Pass]) -> tuple[Surgery, tuple
         trial = surgery.copy()
         try:
             rewrite.run(trial)
+        except NothingToDo:
+            continue
         except NotApplicable as exc:
             if rewrite.required:
                 raise GraphStructureError(exc.reason) from None

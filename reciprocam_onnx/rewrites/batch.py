@@ -11,13 +11,15 @@ import logging
 
 from ..errors import GraphStructureError
 from ..graph.axes import make_batch_dynamic
-from .base import NotApplicable, Surgery
+from .base import NotApplicable, NothingToDo, Surgery
 
 log = logging.getLogger(__name__)
 
 
 def batch_dynamic(surgery: Surgery) -> None:
     """Rewrite the suffix's batch-carrying Reshapes to -1 (a required pass)."""
+    if surgery.copies_per_run == 1:
+        raise NothingToDo("the suffix runs one copy at a time")
     try:
         count = make_batch_dynamic(surgery.suffix, surgery.shapes())
     except GraphStructureError as exc:

@@ -23,6 +23,7 @@ from ..graph.model import ModelSource, load_model
 from ..graph.runtime import release_memory
 from ..options import Options
 from ..rewrites import Surgery, run_passes, split_passes
+from ..rewrites.dynamic_quantization import quantizes_at_run_time
 from .cut import free_shapes, prefix_and_suffix, set_shapes
 from .verify import verify_split
 
@@ -65,12 +66,13 @@ def split_model(
     free_shapes(surgery.suffix, facts.classes)
     surgery, rewrites = run_passes(surgery, split_passes(optimize))
     target, spec = facts.blocks[index], facts.input
+    per_image = quantizes_at_run_time(surgery.prefix)  # one scale for a batch: one image at a time
     info = SplitInfo(
         index,
         len(facts.blocks),
         spec.name,
         (spec.channels, *spec.size),
-        spec.static_batch,
+        1 if per_image else spec.static_batch,
         facts.output,
         facts.tokens,
         facts.prefix_tokens,
@@ -87,6 +89,7 @@ def split_model(
         spec.dtype,
         spec.layout,
         facts.dtype,
+        surgery.copies_per_run,
     )
     split = SplitModel(surgery.export_prefix(), surgery.export_suffix(), info)
     del surgery

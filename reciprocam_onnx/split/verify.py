@@ -56,10 +56,10 @@ def _errors(original: onnx.ModelProto | Path, split: SplitModel) -> tuple[np.nda
     tapped = {key: np.concatenate(parts) for key, parts in zip(names, zip(*outputs))}
     session = lean_session(split.suffix)
     unmasked = identity_slots(np.ones((1, info.tokens), np.float32))
-    batched = session.run(None, copy_feeds(tapped, unmasked, with_slots=info.slots))[0]
+    batched = _run(session, copy_feeds(tapped, unmasked, with_slots=info.slots), info.copies_per_run)
     first = {key: value[:1] for key, value in tapped.items()}
     twice = identity_slots(np.ones((2, info.tokens), np.float32))
-    broadcast = session.run(None, copy_feeds(first, twice, with_slots=info.slots))[0]
+    broadcast = _run(session, copy_feeds(first, twice, with_slots=info.slots), info.copies_per_run)
     errors = [np.abs(batched - expected).max(), np.abs(broadcast - expected[[0, 0]]).max()]
     if info.slots:
         weights = cell_weights(info.grid, info.prefix_tokens)[[0, info.cells // 2]]
@@ -69,3 +69,15 @@ def _errors(original: onnx.ModelProto | Path, split: SplitModel) -> tuple[np.nda
     del session
     release_memory()
     return expected, [float(e) for e in errors]
+
+
+def _run(session, feeds: dict[str, np.ndarray], per_run: int | None) -> np.ndarray:
+    """The suffix's logits for the copies in ``feeds``, at most ``per_run`` copies per run
+    (inputs of one row, such as a broadcast residual, go to every run)."""
+    rows = max(len(value) for value in feeds.values())
+    step = per_run or rows
+    parts = [
+        session.run(None, {k: v[start : start + step] if len(v) == rows else v for k, v in feeds.items()})[0]
+        for start in range(0, rows, step)
+    ]
+    return np.concatenate(parts)
