@@ -58,11 +58,14 @@ def plain_cut_logits(path, images: np.ndarray, block: int = -2) -> np.ndarray:
     from reciprocam_onnx.analysis.facts import analyse
     from reciprocam_onnx.contract import NORMED, RESIDUAL
     from reciprocam_onnx.graph.export import export_like
+    from reciprocam_onnx.graph.unfuse import unfuse_normalisations
     from reciprocam_onnx.split.cut import prefix_and_suffix
     from tests.torch_reference import reference_weights
 
     model = onnx.load(path)
     graph = gs.import_onnx(model)
+    if unfuse_normalisations(graph):
+        model = export_like(graph, model)
     facts = analyse(model, graph)
     prefix, suffix = (
         ort.InferenceSession(export_like(g, model).SerializeToString(), providers=["CPUExecutionProvider"])
@@ -214,3 +217,29 @@ def test_int8_graph(kind, deit_float32, tmp_path):
     fused = tmp_path / "fused.onnx"
     onnx.save(fuse(path, score="logits"), fused)
     np.testing.assert_allclose(open_explainer(fused).explain_all(images), ex.explain_all(images), atol=1e-4)
+
+
+@pytest.mark.parametrize("half", [False, True], ids=["float32", "float16"])
+def test_onnxruntime_optimizer_output(half, tmp_path):
+    """onnxruntime.transformers.optimizer (model type vit): SkipLayerNormalization and BiasGelu. float32 maps
+    match PyTorch; its float16 conversion scores as the plain cut does, within float16 noise."""
+    from onnxruntime.transformers import optimizer
+
+    fam = FAMILIES["huggingface"]
+    model = make_model(fam)
+    path = export_onnx(model, tmp_path / "hf.onnx", fam.input_size)
+    optimized = optimizer.optimize_model(str(path), model_type="vit", num_heads=4, hidden_size=64)
+    ops = {node.op_type for node in optimized.model.graph.node}
+    assert {"SkipLayerNormalization", "BiasGelu"} <= ops
+    if half:
+        optimized.convert_float_to_float16(keep_io_types=True)
+    path = tmp_path / "optimized.onnx"
+    optimized.save_model_to_file(str(path))
+    if not half:
+        ex = assert_explains_like_torch(path, model, fam)
+        assert all(r.applied for r in ex.info.rewrites), ex.info.rewrites_line()
+        return
+    images = random_images(2, fam.input_size, seed=3)
+    _, cells = Explainer(path, score="logits").cell_scores(images)
+    expected = plain_cut_logits(path, images)
+    np.testing.assert_allclose(cells, expected[:, 1:], atol=1e-2 * float(np.abs(expected).max()), rtol=0)

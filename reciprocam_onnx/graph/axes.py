@@ -73,6 +73,9 @@ _ELEMENTWISE = {
     "Mod",
     "IsNaN",
     "IsInf",
+    "BiasGelu",  # ONNX Runtime's fused activations (transformer optimizer output)
+    "FastGelu",
+    "QuickGelu",
 }
 _REDUCE = {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2"}
 _SEARCH_BUDGET = 20_000

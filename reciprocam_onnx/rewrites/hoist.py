@@ -33,6 +33,11 @@ def hoist(surgery: Surgery) -> None:
         raise InternalError("hoisting needs the prefix graph")
     f_sub = next(t for t in sub.inputs if t.name == NORMED)
     f_pre = next(t for t in pre.outputs if t.name == NORMED)
+    if np.dtype(f_sub.dtype) != np.float32:
+        raise NotApplicable(
+            f"the model computes in {np.dtype(f_sub.dtype).name}, where projecting F before masking "
+            "moves the scores by several rounding steps (docs/design.md)"
+        )
     projections = [
         n for n in consumers(f_sub) if n.op == "MatMul" and n.inputs[0] is f_sub and _matrix(n.inputs[1]) is not None
     ]

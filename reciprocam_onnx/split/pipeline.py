@@ -19,8 +19,10 @@ from ..analysis.facts import analyse
 from ..analysis.model_info import read_model_info
 from ..contract import SplitInfo, SplitModel
 from ..errors import BlockIndexError
+from ..graph.export import export_like
 from ..graph.model import ModelSource, load_model
 from ..graph.runtime import release_memory
+from ..graph.unfuse import unfuse_normalisations
 from ..options import Options
 from ..rewrites import Surgery, run_passes, split_passes
 from ..rewrites.dynamic_quantization import quantizes_at_run_time
@@ -57,6 +59,9 @@ def split_model(
     path = None if isinstance(source, onnx.ModelProto) else Path(source)
     model_info = read_model_info(model, path)
     graph = gs.import_onnx(model)
+    given = model
+    if unfuse_normalisations(graph):  # analyse the graph in standard ops; verify against the model as given
+        model = export_like(graph, model)
     facts = analyse(model, graph, input_size or model_info.input_size)
     index = resolve_block(block, len(facts.blocks))
     prefix, suffix = prefix_and_suffix(graph, facts, index)
@@ -95,8 +100,8 @@ def split_model(
     del surgery
     log.info("split at block %d of %d; rewrites: %s", index, len(facts.blocks), info.rewrites_line())
     if verify:
-        original = model if path is None else path
-        del model  # verification reads the file again: no second copy of the weights in memory
+        original = given if path is None else path
+        del model, given  # verification reads the file again: no second copy of the weights in memory
         release_memory()
         verify_split(original, split)
     release_memory()
