@@ -8,25 +8,31 @@ plain cut.
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
+import onnx
 import pytest
 import torch
 
 from export.export_vit import export_onnx
 from reciprocam_onnx import Explainer
-from reciprocam_onnx.errors import ImageError
+from reciprocam_onnx.cli import main
+from reciprocam_onnx.errors import GraphStructureError, ImageError
 from reciprocam_onnx.io.images import IMAGENET_MEAN, IMAGENET_STD
 from tests.conftest import random_images
 from tests.reference_check import assert_matches_reference
 from tests.torch_reference import as_float64, reference_explain
 from tests.zoo import FAMILIES, make_model
 
+IMAGES = random_images(2, (224, 224), seed=3)
+
 
 def assert_explains_like_torch(path, model, fam, block: int = -2, **options) -> Explainer:
     """Explainer(path) at ``block`` against the PyTorch reference on two random images; all rewrites applied."""
     ex = Explainer(path, block=block, **options)
-    images = random_images(2, fam.input_size, seed=3)
+    images = IMAGES if fam.input_size == (224, 224) else random_images(2, fam.input_size, seed=3)
     refs = [
         reference_explain(m, *fam.blocks(m)[block], images, ex.info.grid, ex.info.prefix_tokens)
         for m in (as_float64(model), model)
@@ -145,7 +151,6 @@ def test_uint8_nhwc_input_normalised_inside_the_graph(tmp_path, capsys):
     import onnx
 
     from reciprocam_onnx import preprocess
-    from reciprocam_onnx.cli import main
 
     fam = FAMILIES["timm-deit-tiny"]
     model = make_model(fam)
@@ -243,3 +248,51 @@ def test_onnxruntime_optimizer_output(half, tmp_path):
     _, cells = Explainer(path, score="logits").cell_scores(images)
     expected = plain_cut_logits(path, images)
     np.testing.assert_allclose(cells, expected[:, 1:], atol=1e-2 * float(np.abs(expected).max()), rtol=0)
+
+
+# optimum-onnx pins transformers 4.x: it runs from its own folder, ahead of this environment's transformers 5.
+OPTIMUM = [
+    "optimum-onnx==0.1.0",
+    "optimum==2.1.0",
+    "transformers==4.57.6",
+    "huggingface_hub<1.0",
+    "tokenizers>=0.22,<=0.23.0",
+    "requests",
+    "urllib3",
+    "idna",
+    "charset_normalizer",
+    "certifi",
+]
+
+
+def test_optimum_export(tmp_path):
+    """`optimum-cli export onnx` of a Hugging Face ViT: an input of open size, whose size, mean, std and
+    class names come from the config files optimum writes beside the model; maps match PyTorch."""
+    import subprocess
+    import sys
+
+    from transformers import ViTImageProcessor
+
+    fam = FAMILIES["huggingface"]
+    model = make_model(fam)
+    model.model.config.id2label = {i: f"class {i}" for i in range(10)}
+    model.model.save_pretrained(tmp_path / "hf")
+    ViTImageProcessor(size={"height": 224, "width": 224}).save_pretrained(tmp_path / "hf")
+    packages = tmp_path / "optimum"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(packages), *OPTIMUM]
+    subprocess.run(pip, check=True, capture_output=True)
+    export = [sys.executable, "-m", "optimum.exporters.onnx", "--model", str(tmp_path / "hf")]
+    export += ["--task", "image-classification", str(tmp_path / "onnx")]
+    subprocess.run(export, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(packages)})
+    path = tmp_path / "onnx" / "model.onnx"
+    dims = [d.dim_param or d.dim_value for d in onnx.load(path).graph.input[0].type.tensor_type.shape.dim]
+    assert all(isinstance(d, str) for d in dims), dims  # optimum leaves every input dimension open
+    ex = assert_explains_like_torch(path, model, fam)
+    assert ex.info.input_shape == (3, 224, 224) and ex.info.model.label(3) == "class 3"
+    assert ex.info.model.mean == (0.5, 0.5, 0.5)
+    bare = tmp_path / "bare.onnx"  # the same graph without its config files
+    bare.write_bytes(path.read_bytes())
+    with pytest.raises(GraphStructureError, match=r"--input-size H W"):
+        Explainer(bare)
+    assert main(["split", str(bare), "--input-size", "224", "224", "-o", str(tmp_path / "split")]) == 0
+    np.testing.assert_allclose(Explainer(tmp_path / "split").explain_all(IMAGES), ex.explain_all(IMAGES), atol=1e-6)
