@@ -83,7 +83,7 @@ class SplitInfo:
     prefix_tokens: int
     grid: tuple[int, int]
     width: int
-    classes: int
+    classes: int  # 0 when the output is not class scores [B, C]
     residual_tensor: str
     normed_tensor: str
     masked_inputs: tuple[str, ...] = (NORMED,)
@@ -95,6 +95,7 @@ class SplitInfo:
     input_layout: str = LAYOUTS[0]
     dtype: str = "float32"  # of the residual stream: what the cut tensors and the suffix compute in
     copies_per_run: int | None = None  # the suffix takes at most this many copies per run (None: any)
+    output_shape: tuple[int, ...] | None = None  # per image (None in older split folders: [classes])
 
     @property
     def cells(self) -> int:
@@ -125,8 +126,9 @@ class SplitInfo:
             raise ModelLoadError(f"split.json is not in format {SPLIT_FORMAT!r}")
         data["model"] = ModelInfo.from_dict(data.get("model") or {})
         data["rewrites"] = tuple(Rewrite(*item) for item in data.get("rewrites", ()))
-        for key in ("input_shape", "grid", "masked_inputs"):
-            data[key] = tuple(data[key])
+        for key in ("input_shape", "grid", "masked_inputs", "output_shape"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
         return cls(**data)
 
 

@@ -9,6 +9,7 @@ plain cut.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -27,6 +28,7 @@ from tests.torch_reference import as_float64, reference_explain
 from tests.zoo import FAMILIES, make_model
 
 IMAGES = random_images(2, (224, 224), seed=3)
+EXAMPLE_IMAGE = Path(__file__).resolve().parents[1] / "examples" / "images" / "arrow.png"
 
 
 def assert_explains_like_torch(path, model, fam, block: int = -2, **options) -> Explainer:
@@ -296,3 +298,48 @@ def test_optimum_export(tmp_path):
         Explainer(bare)
     assert main(["split", str(bare), "--input-size", "224", "224", "-o", str(tmp_path / "split")]) == 0
     np.testing.assert_allclose(Explainer(tmp_path / "split").explain_all(IMAGES), ex.explain_all(IMAGES), atol=1e-6)
+
+
+class DenseHead(torch.nn.Module):
+    """A ViT backbone with a small convolutional decoder: a [B, 1, H, W] map, not class scores."""
+
+    def __init__(self):
+        super().__init__()
+        import timm
+
+        self.vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=3, num_classes=0)
+        self.decoder = torch.nn.Sequential(
+            torch.nn.Conv2d(192, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 1, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.vit.forward_features(x)[:, 1:]
+        grid = tokens.transpose(1, 2).unflatten(2, (14, 14))
+        return torch.nn.functional.interpolate(self.decoder(grid), size=x.shape[2:], mode="bilinear")
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_dense_head_is_split_and_refused_by_explain(tmp_path, capsys):
+    """`reciprocam split` cuts a model whose output is a map (prefix + suffix reproduce it, for a batch of
+    images); `explain` refuses it in one line."""
+    import onnxruntime as ort
+
+    from reciprocam_onnx.contract import NORMED, RESIDUAL, load_split
+
+    torch.manual_seed(0)
+    path = export_onnx(DenseHead().eval(), tmp_path / "dense.onnx")
+    assert main(["split", str(path), "--no-optimize", "-o", str(tmp_path / "split")]) == 0
+    split = load_split(tmp_path / "split")
+    prefix, suffix, model = (
+        ort.InferenceSession(g.SerializeToString(), providers=["CPUExecutionProvider"])
+        for g in (split.prefix, split.suffix, onnx.load(path))
+    )
+    expected = model.run(None, {"input": IMAGES})[0]
+    assert expected.shape == (2, 1, 224, 224)
+    tapped = dict(zip((RESIDUAL, NORMED), prefix.run([RESIDUAL, NORMED], {"input": IMAGES})))
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(suffix.run(None, tapped)[0], expected, atol=1e-4 * scale, rtol=0)
+    capsys.readouterr()
+    assert main(["explain", str(path), str(EXAMPLE_IMAGE), "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not class scores [B, C]" in err[0], err

@@ -115,7 +115,7 @@ def surgery(model: onnx.ModelProto, with_prefix: bool = False) -> Surgery:
     suffix = gs.import_onnx(model)
     result = Surgery(suffix, model, gs.import_onnx(prefix_model()) if with_prefix else None, FACTS, 0)
     set_shapes(suffix, result.shapes(), FACTS)
-    free_shapes(suffix, C)
+    free_shapes(suffix, (C,))
     return result
 
 

@@ -28,8 +28,9 @@ class ModelFacts:
     prefix_tokens: int
     grid: tuple[int, int]
     width: int
-    classes: int
+    classes: int  # 0 when the output is not class scores [B, C] (a dense head)
     dtype: str = "float32"  # of the residual stream (float16 in half-precision graphs)
+    output_shape: tuple[int, ...] = ()  # per image
 
     @property
     def cells(self) -> int:
@@ -50,10 +51,10 @@ def analyse(
     specs = probe_specs(model, spec, [blocks[0].residual, patch_conv, out])
     shapes = {name: shape for name, (shape, _) in specs.items()}
     stream, grid_shape, logits = shapes[blocks[0].residual], shapes[patch_conv], shapes[out]
-    if len(stream) != 3 or len(grid_shape) != 4 or len(logits) != 2:
+    if len(stream) != 3 or len(grid_shape) != 4 or not logits or logits[0] != 1:
         raise GraphStructureError(
-            f"unexpected shapes: tokens {stream}, patch embedding {grid_shape}, logits {logits}; "
-            "expected [1, T, D], [1, D, h, w] and [1, C]"
+            f"unexpected shapes: tokens {stream}, patch embedding {grid_shape}, output {logits}; "
+            "expected [1, T, D], [1, D, h, w] and an output with a batch axis first"
         )
     tokens, width = stream[1], stream[2]
     grid = (grid_shape[2], grid_shape[3])
@@ -61,7 +62,8 @@ def analyse(
     if prefix < 0:
         raise GraphStructureError(f"{tokens} tokens cannot hold a {grid[0]}x{grid[1]} patch grid")
     dtype = specs[blocks[0].residual][1].name
-    facts = ModelFacts(spec, out, tuple(blocks), tokens, prefix, grid, width, logits[1], dtype)
+    classes = logits[1] if len(logits) == 2 else 0
+    facts = ModelFacts(spec, out, tuple(blocks), tokens, prefix, grid, width, classes, dtype, tuple(logits[1:]))
     log.info(
         "T=%d tokens (%d prefix + %dx%d grid), D=%d, C=%d, %d blocks",
         tokens,

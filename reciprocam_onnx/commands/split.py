@@ -34,9 +34,15 @@ class Split:
         print(
             f"split {args.model} at block {info.block} of {info.blocks} "
             f"({info.tokens} tokens = {info.prefix_tokens} prefix + {info.grid[0]}x{info.grid[1]} grid, "
-            f"width {info.width}, {info.classes} classes) -> {folder}"
+            f"width {info.width}, {_output(info)}) -> {folder}"
         )
         image = info.image
         print(f"input {image.name!r}: {image.layout} {image.dtype} {'x'.join(map(str, image.shape(1)[1:]))}")
         print(f"rewrites: {info.rewrites_line()}")
         return 0
+
+
+def _output(info) -> str:
+    if info.classes:
+        return f"{info.classes} classes"
+    return f"output {info.output_name!r} of shape {['B', *(info.output_shape or ())]}"

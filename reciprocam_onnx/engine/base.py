@@ -9,7 +9,7 @@ from typing import Protocol
 import numpy as np
 
 from ..contract import SplitInfo
-from ..errors import ImageError, OptionError
+from ..errors import GraphStructureError, ImageError, OptionError
 from ..graph.model import ImageInput
 from ..options import Options
 
@@ -42,6 +42,16 @@ class SaliencyExplainer(Protocol):
     def predict(self, images: np.ndarray) -> np.ndarray:
         """The unmasked model's scores [B, C]."""
         ...
+
+
+def check_class_scores(info: SplitInfo) -> None:
+    """GraphStructureError unless the model outputs class scores [B, C], which the explainers read."""
+    if not info.classes:
+        shape = ["B", *(info.output_shape or ())]
+        raise GraphStructureError(
+            f"the model's output {info.output_name!r} is {shape}, not class scores [B, C]: ViT-ReciproCAM "
+            "reads a class score per masked copy (`reciprocam split` still cuts the model)"
+        )
 
 
 def check_images(images: np.ndarray, image: ImageInput) -> np.ndarray:

@@ -45,7 +45,7 @@ from ..graph.runtime import make_session, on_cuda, release_memory
 from ..options import CUT, PRECISIONS, Options, resolve
 from ..rewrites import PRECISION_PASSES, Surgery, run_passes
 from ..split.pipeline import split_model
-from .base import Explanation, Targets, check_images, choose_targets
+from .base import Explanation, Targets, check_class_scores, check_images, choose_targets
 from .scores import RESOLVABLE_STEPS, minmax_normalise, to_scores, unresolved
 from .suffix import engine_suffix
 
@@ -80,6 +80,7 @@ class Explainer:
         asked = resolve(options, **changes)
         explicit = set(changes) | set(asked.changed() if options is not None else {})
         split = _load_split(model, asked, explicit)
+        check_class_scores(split.info)
         self.options = replace(
             asked, block=split.info.block, optimize=split.info.optimized, input_size=split.info.input_shape[1:]
         )

@@ -35,6 +35,7 @@ from ..graph.export import export_like
 from ..graph.model import ModelSource, load_model, metadata
 from ..options import PRECISIONS, SCORES, Options, resolve
 from ..split.pipeline import split_model
+from .base import check_class_scores
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def fuse(source: ModelSource, options: Options | None = None, **changes: Any) ->
     model = load_model(source)
     split = split_model(model, options.block, optimize=options.optimize, input_size=options.input_size)
     info = split.info
+    check_class_scores(info)
     if info.copies_per_run is not None:
         if options.chunk is not None and options.chunk > info.copies_per_run:
             raise OptionError(f"this model quantizes at run time: it takes chunk={info.copies_per_run} at most")

@@ -25,6 +25,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..errors import GraphStructureError, InternalError
+from .builder import OpBuilder
 from .gsutil import constant_value
 
 log = logging.getLogger(__name__)
@@ -115,12 +116,21 @@ def make_batch_dynamic(graph: gs.Graph, shapes: dict[str, tuple[int, ...]]) -> i
             "cannot make this model's suffix accept a batch of masked copies: "
             f"the batch axis cannot be followed through {failed.op} node {failed.name!r}"
         )
-    for node in graph.nodes:
-        if node.name in choices:
+    for node in list(graph.nodes):
+        if node.name in choices and node.op == "Resize":
+            node.inputs[3] = _sizes_of_any_batch(graph, node)
+        elif node.name in choices:
             shape = np.array(shapes[node.outputs[0].name], dtype=np.int64)
             shape[choices[node.name]] = -1
             node.inputs[1] = gs.Constant(f"{node.name}_dynamic_batch_shape", shape)
     return len(choices)
+
+
+def _sizes_of_any_batch(graph: gs.Graph, resize: gs.Node) -> gs.Variable:
+    """A Resize's constant ``sizes`` with the batch read from its input at run time."""
+    fixed = np.asarray(constant_value(resize.inputs[3]), np.int64)
+    b = OpBuilder(graph, f"{resize.name}_dynamic_batch/")
+    return b.op("Concat", [b.dim(resize.inputs[0], 0), b.const("rest", fixed[1:])], {"axis": 0}, dtype=np.int64)
 
 
 class _Search:
@@ -225,6 +235,22 @@ def _quantize(node, places, shapes) -> list[Option]:
     if scale is None or scale.size != 1 or any(t.name in places for t in node.inputs[1:]):
         return []
     return _same_place(node, places[node.inputs[0].name])
+
+
+def _image_op(node, places, shapes) -> list[Option]:
+    """Conv, pooling and Resize (dense heads) mix the channel and spatial axes: only the batch passes."""
+    if [t.name for t in node.inputs if t.name in places] != [node.inputs[0].name]:
+        return []
+    place = places[node.inputs[0].name]
+    if place[0] != 0:
+        return []
+    if node.op == "Resize" and "axes" not in node.attrs:
+        scales, sizes = (constant_value(t) if t.name else None for t in (node.inputs + [gs.Variable("")] * 4)[2:4])
+        if sizes is not None and sizes.size:  # a fixed batch size in ``sizes``: rewritten like a Reshape's
+            return [({out.name: place for out in node.outputs}, {node.name: 0})]
+        if scales is None or not scales.size or float(scales[0]) != 1.0:
+            return []
+    return _same_place(node, place)
 
 
 def _softmax(node, places, shapes) -> list[Option]:
@@ -405,6 +431,11 @@ _RULES: dict[str, Callable[..., list[Option]]] = {
     "Unsqueeze": _unsqueeze,
     "Expand": _expand,
     "Flatten": _flatten,
+    "Conv": _image_op,
+    "ConvTranspose": _image_op,
+    "MaxPool": _image_op,
+    "AveragePool": _image_op,
+    "Resize": _image_op,
     "QuantizeLinear": _quantize,
     "DequantizeLinear": _quantize,
 }

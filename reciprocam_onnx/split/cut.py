@@ -71,14 +71,14 @@ def set_shapes(graph: gs.Graph, shapes: dict[str, tuple[int, ...]], facts: Model
     drop_neutral_ops(graph, shapes, named)
 
 
-def free_shapes(graph: gs.Graph, classes: int) -> None:
+def free_shapes(graph: gs.Graph, output_shape: tuple[int, ...]) -> None:
     """Forget the batch-1 shapes inside (ONNX Runtime infers them); inputs and output get a free batch."""
     for tensor in graph.tensors().values():
         if isinstance(tensor, gs.Variable) and tensor not in graph.inputs:
             tensor.shape = None
     for tensor in graph.inputs:
         tensor.shape = [f"{tensor.name}_batch", *tensor.shape[1:]]
-    graph.outputs[0].shape = ["batch", classes]
+    graph.outputs[0].shape = ["batch", *output_shape]
 
 
 def _constant_shape_reads(graph: gs.Graph, known: Mapping[str, tuple[int, ...]]) -> None:

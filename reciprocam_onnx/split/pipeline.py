@@ -68,7 +68,7 @@ def split_model(
     surgery = Surgery(suffix, model, prefix, facts, index)
     del graph, prefix, suffix  # only the surgery holds graphs now: the passes' copies replace them
     set_shapes(surgery.suffix, surgery.shapes(), facts)
-    free_shapes(surgery.suffix, facts.classes)
+    free_shapes(surgery.suffix, facts.output_shape)
     surgery, rewrites = run_passes(surgery, split_passes(optimize))
     target, spec = facts.blocks[index], facts.input
     per_image = quantizes_at_run_time(surgery.prefix)  # one scale for a batch: one image at a time
@@ -95,6 +95,7 @@ def split_model(
         spec.layout,
         facts.dtype,
         surgery.copies_per_run,
+        facts.output_shape,
     )
     split = SplitModel(surgery.export_prefix(), surgery.export_suffix(), info)
     del surgery
