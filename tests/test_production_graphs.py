@@ -25,21 +25,21 @@ from reciprocam_onnx.io.images import IMAGENET_MEAN, IMAGENET_STD
 from tests.conftest import random_images
 from tests.reference_check import assert_matches_reference
 from tests.torch_reference import as_float64, reference_explain
-from tests.zoo import FAMILIES, make_model
+from tests.zoo import FAMILIES, QK_GAIN, Family, _timm, make_model
 
 IMAGES = random_images(2, (224, 224), seed=3)
 EXAMPLE_IMAGE = Path(__file__).resolve().parents[1] / "examples" / "images" / "arrow.png"
 
 
-def assert_explains_like_torch(path, model, fam, block: int = -2, **options) -> Explainer:
-    """Explainer(path) at ``block`` against the PyTorch reference on two random images; all rewrites applied."""
+def assert_explains_like_torch(path, model, fam, block: int = -2, tolerance: float = 1e-4, **options) -> Explainer:
+    """Explainer(path) at ``block`` against the PyTorch reference on two random images."""
     ex = Explainer(path, block=block, **options)
     images = IMAGES if fam.input_size == (224, 224) else random_images(2, fam.input_size, seed=3)
     refs = [
         reference_explain(m, *fam.blocks(m)[block], images, ex.info.grid, ex.info.prefix_tokens)
         for m in (as_float64(model), model)
     ]
-    compared = assert_matches_reference(ex, images, *refs, f"{path.name} block {block}")
+    compared = assert_matches_reference(ex, images, *refs, f"{path.name} block {block}", tolerance)
     assert compared.any(), "no target map was well-posed enough to compare"
     return ex
 
@@ -343,3 +343,39 @@ def test_dense_head_is_split_and_refused_by_explain(tmp_path, capsys):
     assert main(["explain", str(path), str(EXAMPLE_IMAGE), "-o", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not class scores [B, C]" in err[0], err
+
+
+def _cait() -> torch.nn.Module:
+    """A small CaiT made sensitive beyond the zoo's two tapped blocks: layer scales of 1 (timm's 1e-5 makes
+    every branch vanish) and class-attention blocks with unit-gain projections, queries and keys at QK_GAIN."""
+    model = _timm("cait_xxs24_224", depth=3)()
+    with torch.no_grad():
+        for block in [*model.blocks[-2:], *model.blocks_token_only]:
+            block.gamma_1.fill_(1.0)
+            block.gamma_2.fill_(1.0)
+        for name, module in model.blocks_token_only.named_modules():
+            if isinstance(module, torch.nn.Linear):
+                torch.nn.init.normal_(module.weight, std=1.0 / module.in_features**0.5)
+                if name.endswith(("attn.q", "attn.k")):
+                    module.weight *= QK_GAIN
+    return model
+
+
+CAIT = Family(
+    "timm-cait",
+    _cait,
+    lambda m: [(b, b.norm1) for b in m.blocks],  # the self-attention stage; class attention is in the suffix
+    lambda m: [m.head],
+)
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("block", [-2, -1])
+def test_cait_taps_the_self_attention_stage(block, tmp_path):
+    """CaiT: the blocks are the self-attention stage; its class-attention stage (which concatenates the class
+    token, expanded to a batch the export baked in) runs in the suffix for any batch of copies. Its maps
+    carry ~1e-4 of float32 noise (PyTorch float32 against float64), so they are compared at 1e-3."""
+    model = make_model(CAIT)
+    path = export_onnx(model, tmp_path / "cait.onnx", CAIT.input_size, 17, dynamic_batch=block == -1)
+    ex = assert_explains_like_torch(path, model, CAIT, block, tolerance=1e-3)
+    assert ex.info.blocks == 3 and ex.info.prefix_tokens == 0

@@ -116,14 +116,40 @@ def make_batch_dynamic(graph: gs.Graph, shapes: dict[str, tuple[int, ...]]) -> i
             "cannot make this model's suffix accept a batch of masked copies: "
             f"the batch axis cannot be followed through {failed.op} node {failed.name!r}"
         )
+    carriers = _batch_carriers(graph)
     for node in list(graph.nodes):
         if node.name in choices and node.op == "Resize":
             node.inputs[3] = _sizes_of_any_batch(graph, node)
+        elif node.name in choices and node.op == "Concat":
+            _expand_to_batch(graph, node, choices[node.name], carriers)
         elif node.name in choices:
             shape = np.array(shapes[node.outputs[0].name], dtype=np.int64)
             shape[choices[node.name]] = -1
             node.inputs[1] = gs.Constant(f"{node.name}_dynamic_batch_shape", shape)
     return len(choices)
+
+
+def _batch_carriers(graph: gs.Graph) -> set[int]:
+    """ids of the tensors computed from the graph's inputs."""
+    seen: set[int] = {id(t) for t in graph.inputs}
+    for node in graph.toposort().nodes:
+        if any(id(t) in seen for t in node.inputs):
+            seen.update(id(t) for t in node.outputs)
+    return seen
+
+
+def _expand_to_batch(graph: gs.Graph, concat: gs.Node, axis: int, carriers: set[int]) -> None:
+    """Expand the Concat's inputs that carry no batch to the batch of one that does (in place)."""
+    carrier = next(t for t in concat.inputs if id(t) in carriers)
+    b = OpBuilder(graph, f"{concat.name}_dynamic_batch/")
+    for k, tensor in enumerate(concat.inputs):
+        if id(tensor) not in carriers:
+            rank = len(constant_value(tensor).shape) if constant_value(tensor) is not None else None
+            rank = rank if rank is not None else len(tensor.shape)
+            ones = [b.const("one", np.array([1], np.int64))] * rank
+            ones[axis] = b.dim(carrier, axis)
+            shape = b.op("Concat", ones, {"axis": 0}, dtype=np.int64)
+            concat.inputs[k] = b.op("Expand", [tensor, shape], dtype=tensor.dtype)
 
 
 def _sizes_of_any_batch(graph: gs.Graph, resize: gs.Node) -> gs.Variable:
@@ -171,6 +197,8 @@ def _transfer(node: gs.Node, places: dict[str, Place], shapes: dict, size: int) 
         return [({}, {})]
     if node.op == "Reshape":
         return _reshape(node, places, shapes, size)
+    if node.op == "Concat" and size == 1:
+        return _concat_batch(node, places, shapes)
     rule = _RULES.get(node.op)
     if rule is None and node.op in _ELEMENTWISE:
         rule = _elementwise
@@ -362,6 +390,20 @@ def _concat_or_split(node, places, shapes) -> list[Option]:
         return []
     place = places[data[0].name]
     return _same_place(node, place if place[0] != axis else None)
+
+
+def _concat_batch(node, places, shapes) -> list[Option]:
+    """A Concat of batch-carrying tensors with batch-1 tensors that carry no batch (CaiT's class token,
+    expanded to a batch baked in at export): those get expanded to the batch (make_batch_dynamic)."""
+    carried = [t for t in node.inputs if t.name in places]
+    if len(carried) == len(node.inputs):
+        return _concat_or_split(node, places, shapes)
+    place = places[carried[0].name]
+    if len({places[t.name] for t in carried}) != 1 or place[0] == _axis_attr(node, shapes, 0) or place[1] != 1:
+        return []
+    if any(_dims(shapes, t)[place[0]] != 1 for t in node.inputs if t.name not in places):
+        return []
+    return [({out.name: place for out in node.outputs}, {node.name: place[0]})]
 
 
 def _squeeze(node, places, shapes) -> list[Option]:
