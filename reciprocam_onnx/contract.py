@@ -96,6 +96,7 @@ class SplitInfo:
     dtype: str = "float32"  # of the residual stream: what the cut tensors and the suffix compute in
     copies_per_run: int | None = None  # the suffix takes at most this many copies per run (None: any)
     output_shape: tuple[int, ...] | None = None  # per image (None in older split folders: [classes])
+    all_blocks: int | None = None  # blocks in every stage; ``blocks`` counts the tapped (last) stage's
 
     @property
     def cells(self) -> int:

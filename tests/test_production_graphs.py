@@ -31,12 +31,15 @@ IMAGES = random_images(2, (224, 224), seed=3)
 EXAMPLE_IMAGE = Path(__file__).resolve().parents[1] / "examples" / "images" / "arrow.png"
 
 
-def assert_explains_like_torch(path, model, fam, block: int = -2, tolerance: float = 1e-4, **options) -> Explainer:
-    """Explainer(path) at ``block`` against the PyTorch reference on two random images."""
+def assert_explains_like_torch(
+    path, model, fam, block: int = -2, tolerance: float = 1e-4, per_copy: bool = False, **options
+) -> Explainer:
+    """Explainer(path) at ``block`` against the PyTorch reference on two random images (``per_copy``: the
+    reference runs its copies one at a time)."""
     ex = Explainer(path, block=block, **options)
     images = IMAGES if fam.input_size == (224, 224) else random_images(2, fam.input_size, seed=3)
     refs = [
-        reference_explain(m, *fam.blocks(m)[block], images, ex.info.grid, ex.info.prefix_tokens)
+        reference_explain(m, *fam.blocks(m)[block], images, ex.info.grid, ex.info.prefix_tokens, per_copy=per_copy)
         for m in (as_float64(model), model)
     ]
     compared = assert_matches_reference(ex, images, *refs, f"{path.name} block {block}", tolerance)
@@ -379,3 +382,41 @@ def test_cait_taps_the_self_attention_stage(block, tmp_path):
     path = export_onnx(model, tmp_path / "cait.onnx", CAIT.input_size, 17, dynamic_batch=block == -1)
     ex = assert_explains_like_torch(path, model, CAIT, block, tolerance=1e-3)
     assert ex.info.blocks == 3 and ex.info.prefix_tokens == 0
+
+
+def _hf_swin() -> torch.nn.Module:
+    from transformers import SwinConfig, SwinForImageClassification
+
+    from export.export_vit import LogitsOnly
+
+    config = SwinConfig(embed_dim=32, depths=[1, 1, 1, 2], num_heads=[1, 2, 2, 4], window_size=7, num_labels=10)
+    return LogitsOnly(SwinForImageClassification(config))
+
+
+SWINS = {
+    "timm": Family(
+        "timm-swin",
+        _timm("swin_tiny_patch4_window7_224", depths=(1, 1, 1, 2), embed_dim=32, num_heads=(1, 2, 2, 4)),
+        lambda m: [(b, b.norm1) for layer in m.layers for b in layer.blocks],
+        lambda m: [m.head.fc],
+    ),
+    "huggingface": Family(
+        "hf-swin",
+        _hf_swin,
+        lambda m: [(b, b.layernorm_before) for layer in m.model.swin.encoder.layers for b in layer.blocks],
+        lambda m: [m.model.classifier],
+    ),
+}
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("source", sorted(SWINS))
+def test_swin_taps_its_last_stage(source, tmp_path):
+    """Swin (timm's [B, h, w, C] grid and Hugging Face's [B, L, C] tokens; windowed, shifted-window attention,
+    mean pooling): the blocks are its last stage's, whose 7x7 token grid is the map's."""
+    fam = SWINS[source]
+    model = make_model(fam)
+    path = export_onnx(model, tmp_path / "swin.onnx", fam.input_size)
+    for block in (-2, -1):
+        ex = assert_explains_like_torch(path, model, fam, block, per_copy=True)  # Swin reads B off its input
+        assert (ex.info.blocks, ex.info.grid, ex.info.prefix_tokens) == (2, (7, 7), 0)

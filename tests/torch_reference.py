@@ -59,8 +59,13 @@ def reference_scores(
     weights: np.ndarray,
     residual: str,
     score: str,
+    per_copy: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(unmasked scores [C], per-cell scores [h*w, C]) for one image [3, H, W]."""
+    """(unmasked scores [C], per-cell scores [h*w, C]) for one image [3, H, W]; ``per_copy`` runs the
+    copies one at a time (for models that read their batch size from the block's input)."""
+    if per_copy:
+        runs = [reference_scores(model, block, norm, image, w[None], residual, score) for w in weights]
+        return runs[0][0], np.concatenate([cells for _, cells in runs])
     dtype = next(model.parameters()).dtype
     x = torch.from_numpy(image[None]).to(dtype)
     convert = (lambda z: torch.softmax(z.double(), -1)) if score == "softmax" else (lambda z: z.double())
@@ -68,19 +73,22 @@ def reference_scores(
     wt = torch.from_numpy(weights).to(dtype)[:, :, None]
     seen = {}
 
+    def laid_out(t: torch.Tensor) -> torch.Tensor:  # weights per token: [n, T, 1], or [n, h, w, 1] for a grid
+        return wt.reshape(len(wt), *t.shape[1:-1], 1)
+
     def pre_hook(module, args, kwargs):
         key = "hidden_states" if not args else None
         r = kwargs[key] if key else args[0]
         seen["R"] = r
         if residual == "masked":
             if key:
-                return args, {**kwargs, key: wt * r}
-            return (wt * r, *args[1:]), kwargs
+                return args, {**kwargs, key: laid_out(r) * r}
+            return (laid_out(r) * r, *args[1:]), kwargs
         return None
 
     def norm_hook(module, args, output):
         f = F.layer_norm(seen["R"], module.normalized_shape, module.weight, module.bias, module.eps)
-        return wt * f
+        return laid_out(f) * f
 
     handles = [block.register_forward_pre_hook(pre_hook, with_kwargs=True), norm.register_forward_hook(norm_hook)]
     try:
@@ -112,10 +120,11 @@ def reference_explain(
     score="softmax",
     residual="unmasked",
     targets=None,
+    per_copy=False,
 ) -> Reference:
     """ViT-ReciproCAM exactly as docs/algorithm.md defines it, image by image."""
     weights = reference_weights(grid, prefix, kernel, cls_token)
-    runs = [reference_scores(model, block, norm, image, weights, residual, score) for image in images]
+    runs = [reference_scores(model, block, norm, image, weights, residual, score, per_copy) for image in images]
     unmasked = np.stack([u for u, _ in runs])
     cells = np.stack([c for _, c in runs])
     chosen = unmasked.argmax(axis=1) if targets is None else np.asarray(targets)

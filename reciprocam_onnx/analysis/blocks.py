@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import onnx_graphsurgeon as gs
 
 from ..errors import NotAViTError
-from ..graph.gsutil import ancestors, dequantized, descendants, float_readers, ops_of
+from ..graph.gsutil import ancestors, dequantized, descendants, float_readers, ops_of, producer
 from .layernorm import LayerNormMatch, find_layernorms
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def find_blocks(graph: gs.Graph) -> list[Block]:
     graph.toposort()
     norms = find_layernorms(graph)
     sublayers = [s for s in map(_as_sublayer, norms) if s is not None]
-    by_input = {id(s.input): s for s in sublayers if not s.is_attention}
+    by_input = {id(_unreshaped(s.input)): s for s in sublayers if not s.is_attention}
     candidates = [(a, by_input.get(id(a.output))) for a in sublayers if a.is_attention]
     pairs = [(a, m) for a, m in candidates if m is not None]
     if not pairs:
@@ -101,6 +101,15 @@ def _what_failed(
     else:
         step = f"none of the {len(candidates)} attention sublayers is followed by a pre-norm MLP sublayer"
     return f"{step}; the graph has {has}"
+
+
+def _unreshaped(tensor: gs.Tensor) -> gs.Tensor:
+    """The tensor before any Reshapes (Swin flattens its [B, H, W, C] grid between the sublayers)."""
+    node = producer(tensor)
+    while node is not None and node.op in ("Reshape", "Flatten"):
+        tensor = node.inputs[0]
+        node = producer(tensor)
+    return tensor
 
 
 def _as_sublayer(norm: LayerNormMatch) -> Sublayer | None:

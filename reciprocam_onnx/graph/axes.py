@@ -144,8 +144,8 @@ def _expand_to_batch(graph: gs.Graph, concat: gs.Node, axis: int, carriers: set[
     b = OpBuilder(graph, f"{concat.name}_dynamic_batch/")
     for k, tensor in enumerate(concat.inputs):
         if id(tensor) not in carriers:
-            rank = len(constant_value(tensor).shape) if constant_value(tensor) is not None else None
-            rank = rank if rank is not None else len(tensor.shape)
+            value = constant_value(tensor)
+            rank = value.ndim if value is not None else len(tensor.shape)
             ones = [b.const("one", np.array([1], np.int64))] * rank
             ones[axis] = b.dim(carrier, axis)
             shape = b.op("Concat", ones, {"axis": 0}, dtype=np.int64)
@@ -406,6 +406,22 @@ def _concat_batch(node, places, shapes) -> list[Option]:
     return [({out.name: place for out in node.outputs}, {node.name: place[0]})]
 
 
+def _pad(node, places, shapes) -> list[Option]:
+    """The axis passes a Pad that adds nothing to it (Swin pads its grid to whole windows)."""
+    if any(t.name in places for t in node.inputs[1:]):
+        return []
+    pads = node.attrs.get("pads") if len(node.inputs) < 2 else constant_value(node.inputs[1])
+    axes = constant_value(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3].name else None
+    if pads is None:
+        return []
+    rank = len(shapes[node.inputs[0].name])
+    axes = list(range(rank)) if axes is None else [int(a) % rank for a in axes]
+    axis = places[node.inputs[0].name][0]
+    if axis in axes and (int(pads[axes.index(axis)]) or int(pads[len(axes) + axes.index(axis)])):
+        return []
+    return _same_place(node, places[node.inputs[0].name])
+
+
 def _squeeze(node, places, shapes) -> list[Option]:
     axes = _reduce_axes(node, shapes)
     axis, inner = places[node.inputs[0].name]
@@ -473,10 +489,13 @@ _RULES: dict[str, Callable[..., list[Option]]] = {
     "Unsqueeze": _unsqueeze,
     "Expand": _expand,
     "Flatten": _flatten,
+    "Pad": _pad,
     "Conv": _image_op,
     "ConvTranspose": _image_op,
     "MaxPool": _image_op,
     "AveragePool": _image_op,
+    "GlobalAveragePool": _image_op,
+    "GlobalMaxPool": _image_op,
     "Resize": _image_op,
     "QuantizeLinear": _quantize,
     "DequantizeLinear": _quantize,

@@ -23,6 +23,7 @@ import logging
 
 import onnx_graphsurgeon as gs
 
+from ..errors import GraphStructureError
 from .builder import OpBuilder
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ def unfuse_normalisations(graph: gs.Graph) -> int:
         simplified = node.op == "SkipSimplifiedLayerNormalization"
         inputs = [t if t.name else None for t in node.inputs] + [None] * 5
         x, skip, gamma = inputs[:3]
+        if x is None or skip is None:
+            raise GraphStructureError(f"{node.op} node {node.name!r} lacks its input or skip tensor")
         beta, bias = (None, inputs[3]) if simplified else (inputs[3], inputs[4])
         outputs = list(node.outputs) + [None] * 4
         total_out = outputs[3] if outputs[3] is not None and outputs[3].name else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import astuple
 
@@ -11,6 +12,7 @@ import onnx_graphsurgeon as gs
 from .. import contract
 from ..analysis.facts import ModelFacts
 from ..errors import GraphStructureError
+from ..graph.builder import OpBuilder
 from ..graph.export import fold_constants
 from ..graph.simplify import drop_neutral_ops
 
@@ -19,7 +21,7 @@ def cut(
     graph: gs.Graph,
     inputs: dict[str, str],
     outputs: dict[str, str],
-    tokens: tuple[int, int],
+    tokens: tuple[int, ...],
     dtype: str,
     batch: int | str = "batch",
     known_shapes: Mapping[str, tuple[int, ...]] | None = None,
@@ -50,14 +52,39 @@ def cut(
 
 
 def prefix_and_suffix(graph: gs.Graph, facts: ModelFacts, index: int) -> tuple[gs.Graph, gs.Graph]:
-    """The model cut at block ``index``: prefix (image -> residual, normed) and suffix (-> logits, batch 1)."""
+    """The model cut at block ``index``: prefix (image -> residual, normed) and suffix (-> logits, batch 1).
+
+    A residual stream laid out as a grid [B, h, w, D] (timm's Swin) leaves the
+    prefix as [B, h*w, D] tokens and is laid out again inside the suffix.
+    """
     target = facts.blocks[index]
-    tokens = (facts.tokens, facts.width)
+    tokens = facts.token_shape or (facts.tokens, facts.width)
     tap = {target.residual: contract.RESIDUAL, target.normed: contract.NORMED}
     prefix = cut(graph, {facts.input.name: facts.input.name}, tap, tokens, facts.dtype)
-    image = {facts.input.name: facts.input.shape(batch=1)}
-    suffix = cut(graph, tap, {facts.output: facts.output}, tokens, facts.dtype, batch=1, known_shapes=image)
+    known = {**facts.shape_reads, facts.input.name: facts.input.shape(batch=1)}
+    suffix = cut(graph, tap, {facts.output: facts.output}, tokens, facts.dtype, batch=1, known_shapes=known)
+    if len(tokens) == 3:
+        _grid_as_tokens(prefix, suffix, tokens)
     return prefix, suffix
+
+
+def _grid_as_tokens(prefix: gs.Graph, suffix: gs.Graph, grid: tuple[int, ...]) -> None:
+    """Flatten the prefix's [B, h, w, D] outputs to [B, h*w, D]; the suffix takes them so (in place)."""
+    b = OpBuilder(prefix, "reciprocam/tokens/")
+    flat = [b.reshape(t, [0, -1, grid[-1]]) for t in prefix.outputs]
+    for old, new in zip(prefix.outputs, flat):
+        new.name, old.name = old.name, f"{old.name}_grid"
+        new.shape = ["batch", math.prod(grid[:-1]), grid[-1]]
+    prefix.outputs = flat
+    b = OpBuilder(suffix, "reciprocam/grid/")
+    inputs = []
+    for old in suffix.inputs:
+        new = gs.Variable(old.name, old.dtype, [1, math.prod(grid[:-1]), grid[-1]])
+        old.name = f"{old.name}_grid"
+        b.op("Reshape", [new, b.const("shape", np.array([1, *grid], np.int64))], out=old)
+        inputs.append(new)
+    suffix.inputs = inputs
+    suffix.toposort()
 
 
 def set_shapes(graph: gs.Graph, shapes: dict[str, tuple[int, ...]], facts: ModelFacts) -> None:
@@ -82,14 +109,17 @@ def free_shapes(graph: gs.Graph, output_shape: tuple[int, ...]) -> None:
 
 
 def _constant_shape_reads(graph: gs.Graph, known: Mapping[str, tuple[int, ...]]) -> None:
-    """Replace each Shape node that reads a tensor from before the cut by its value (in place)."""
-    inputs = {id(t) for t in graph.inputs}
+    """Replace each Shape node that reads a tensor computed before the cut by its value at batch 1
+    from ``known`` (in place); the nodes before the cut that only fed it go."""
+    after = {id(t) for t in graph.inputs}
+    for node in graph.nodes:  # toposorted: the tensors computed from the cut's inputs
+        if any(id(t) in after for t in node.inputs):
+            after.update(id(t) for t in node.outputs)
     for node in graph.nodes:
-        if node.op != "Shape" or id(node.inputs[0]) in inputs or node.inputs[0].inputs:
+        tensor = node.inputs[0] if node.op == "Shape" else None
+        if tensor is None or id(tensor) in after or tensor.name not in known:
             continue
-        shape = known.get(node.inputs[0].name)
-        if shape is None:
-            continue
+        shape = known[tensor.name]
         start, end = node.attrs.get("start", 0), node.attrs.get("end", len(shape))
         value = gs.Constant(f"{node.outputs[0].name}_before_cut", np.array(shape[start:end], np.int64))
         for reader in list(node.outputs[0].outputs):

@@ -32,11 +32,11 @@ from .verify import verify_split
 log = logging.getLogger(__name__)
 
 
-def resolve_block(block: int, count: int) -> int:
+def resolve_block(block: int, count: int, owner: str = "the model") -> int:
     """Turn a Python-style block index into 0..count-1, or raise BlockIndexError."""
     if not -count <= block < count:
         raise BlockIndexError(
-            f"block {block} is out of range: the model has {count} blocks (valid: {-count}..{count - 1})"
+            f"block {block} is out of range: {owner} has {count} blocks (valid: {-count}..{count - 1})"
         )
     return block % count
 
@@ -63,7 +63,9 @@ def split_model(
     if unfuse_normalisations(graph):  # analyse the graph in standard ops; verify against the model as given
         model = export_like(graph, model)
     facts = analyse(model, graph, input_size or model_info.input_size)
-    index = resolve_block(block, len(facts.blocks))
+    staged = facts.all_blocks > len(facts.blocks)
+    owner = "the model's last stage (whose token grid the map has)" if staged else "the model"
+    index = resolve_block(block, len(facts.blocks), owner)
     prefix, suffix = prefix_and_suffix(graph, facts, index)
     surgery = Surgery(suffix, model, prefix, facts, index)
     del graph, prefix, suffix  # only the surgery holds graphs now: the passes' copies replace them
@@ -96,6 +98,7 @@ def split_model(
         facts.dtype,
         surgery.copies_per_run,
         facts.output_shape,
+        facts.all_blocks,
     )
     split = SplitModel(surgery.export_prefix(), surgery.export_suffix(), info)
     del surgery
