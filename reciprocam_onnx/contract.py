@@ -26,12 +26,14 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from .analysis.model_info import ModelInfo
 from .errors import ModelLoadError
 from .graph.model import LAYOUTS, ImageInput, load_model
 from .io.files import write_bytes_atomic, write_text_atomic
+from .io.images import RESIZE_MODES, preprocess
 
 # prefix outputs = suffix inputs
 RESIDUAL = "residual"
@@ -108,6 +110,14 @@ class SplitInfo:
         channels, height, width = self.input_shape
         return ImageInput(
             self.input_name, channels, height, width, self.static_batch, self.input_dtype, self.input_layout
+        )
+
+    def preprocess(self, source: str | os.PathLike | np.ndarray, resize: str = RESIZE_MODES[0]):
+        """(one input for this model, the fitted RGB uint8 picture) from an image file or RGB array:
+        fitted to the model's size, in its layout and dtype, normalised with its mean/std unless it takes
+        raw pixels (io/images.py)."""
+        return preprocess(
+            source, self.input_shape[1:], self.model.mean, self.model.std, resize, self.input_layout, self.input_dtype
         )
 
     def rewrites_line(self) -> str:

@@ -69,9 +69,9 @@ CASES = {
         "none of the 1 attention sublayers is followed by a pre-norm MLP sublayer",
     ),
     "fused": (
-        [helper.make_node("SkipLayerNormalization", ["x", "x", "g", "b"], ["y"], domain="com.microsoft")],
+        [helper.make_node("Attention", ["x", "g", "b"], ["y"], domain="com.microsoft", num_heads=1)],
         NORM,
-        "fused ONNX Runtime ops",
+        "its attention is a fused ONNX Runtime op",
     ),
 }
 

@@ -125,15 +125,18 @@ def test_float16_graph(keep_io_types, deit_float32, tmp_path):
 
 
 def test_reduced_precision_that_cannot_resolve_a_map_is_flagged():
-    """A map whose cell logits differ by fewer than 8 float16 steps (at the largest logit) is unresolved."""
+    """A map is unresolved when its cells take few distinct scores (quantized outputs) or, in float16, spread
+    over less than one rounding step at their magnitude."""
     from reciprocam_onnx.engine.scores import unresolved
 
-    logits = np.zeros((2, 5, 3), np.float32)
-    logits[:, :, 0] = 10.0  # float16 step at 10 is 2**-7
-    logits[0, 1:, 0] += np.arange(4) * 2**-7  # spread of 3 steps
-    logits[1, 1:, 0] += np.arange(4) * 2**-3  # spread of 48 steps
-    assert unresolved(logits, "float16").tolist() == [True, False]
-    assert not unresolved(logits, "float32").any()
+    k = np.arange(16)
+    logits = np.zeros((3, 17, 2), np.float32)
+    logits[:, 0, 0] = 1.0  # class 0 predicted
+    logits[0, 1:, 0] = 10.0 + 2.0 * (k % 2)  # two values: quantized
+    logits[1, 1:, 0] = 1.0 + k * 1e-5  # 16 values within one float16 step (2**-10 at 1.0)
+    logits[2, 1:, 0] = 10.0 + k * 0.1
+    assert unresolved(logits, "float16").tolist() == [True, True, False]
+    assert unresolved(logits, "float32").tolist() == [True, False, False]
 
 
 class RawPixels(torch.nn.Module):

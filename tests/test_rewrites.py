@@ -19,6 +19,7 @@ from reciprocam_onnx.errors import GraphStructureError
 from reciprocam_onnx.graph.model import ImageInput
 from reciprocam_onnx.rewrites import PRECISION_PASSES, NotApplicable, Pass, Surgery, run_passes, split_passes
 from reciprocam_onnx.rewrites.batch import batch_dynamic
+from reciprocam_onnx.rewrites.dynamic_quantization import one_copy_per_run
 from reciprocam_onnx.rewrites.head_rows import head_rows
 from reciprocam_onnx.rewrites.hoist import hoist
 from reciprocam_onnx.rewrites.slots import slots
@@ -152,7 +153,7 @@ def decline(s: Surgery, rewrite: Pass, *words: str) -> None:
     assert out is s and ops(out) == before
 
 
-BATCH, HEAD_ROWS, HOIST, SLOTS = split_passes(True)
+ONE_COPY, BATCH, HEAD_ROWS, HOIST, SLOTS = split_passes(True)
 
 
 def test_batch_dynamic_runs_any_batch():
@@ -296,8 +297,8 @@ def test_outcomes_come_in_the_declared_order():
 def test_rewrite_str_and_declared_lists():
     assert str(Rewrite("hoist", True)) == "hoist yes"
     assert str(Rewrite("slots", False, "no Softmax")) == "slots no (no Softmax)"
-    assert [p.name for p in split_passes(False)] == ["batch-dynamic"]
-    assert [p.name for p in split_passes(True)] == ["batch-dynamic", "head-rows", "hoist", "slots"]
-    assert [p.run for p in split_passes(True)] == [batch_dynamic, head_rows, hoist, slots]
-    assert split_passes(True)[0].required and not any(p.required for p in split_passes(True)[1:])
+    assert [p.name for p in split_passes(False)] == ["one-copy-per-run", "batch-dynamic"]
+    assert [p.name for p in split_passes(True)][1:] == ["batch-dynamic", "head-rows", "hoist", "slots"]
+    assert [p.run for p in split_passes(True)] == [one_copy_per_run, batch_dynamic, head_rows, hoist, slots]
+    assert [p.required for p in split_passes(True)] == [False, True, False, False, False]
     assert [p.name for p in PRECISION_PASSES["float16"]] == ["float16"]

@@ -74,7 +74,8 @@ def find_blocks(graph: gs.Graph) -> list[Block]:
     return blocks
 
 
-FUSED_OPS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "SimplifiedLayerNormalization")
+# fused attention (ONNX Runtime contrib ops): the cut cannot see its queries, keys and Softmax
+FUSED_OPS = ("Attention", "MultiHeadAttention", "PackedAttention", "GroupQueryAttention")
 
 
 def _what_failed(
@@ -90,8 +91,17 @@ def _what_failed(
     has = f"{len(norms)} LayerNorms, {has}"
     if not norms and "Softmax" not in found and "Conv" in found:
         return f"the graph has {has}: it looks like a CNN rather than a Vision Transformer"
-    if any(op in found for op in FUSED_OPS):
-        step = "its transformer layers are fused ONNX Runtime ops, which are not supported yet"
+    quantized = sorted({op for op in ops if op.startswith("QLinear")})
+    if quantized:
+        step = (
+            f"its int8 ops are in ONNX Runtime's QOperator format ({', '.join(quantized)}), which hides "
+            "the LayerNorms' residual Adds; quantize with QuantFormat.QDQ (supported) instead"
+        )
+    elif any(op in found for op in FUSED_OPS):
+        step = (
+            "its attention is a fused ONNX Runtime op, which hides the Softmax the block finder looks for "
+            "(optimize the model without attention fusion: FusionOptions.enable_attention = False)"
+        )
     elif not norms:
         step = "no LayerNorm (the op or its decomposed form) was found"
     elif not sublayers:

@@ -135,12 +135,10 @@ def _explain_one(explainer, path: Path, args, labels, name: str) -> None:
 def _load(explainer, path: Path, resize: str) -> tuple[np.ndarray, np.ndarray]:
     """(one model input, RGB picture for the overlay) from an image or .npy file
     (a .npy holds one normalised float [3, H, W] tensor)."""
-    from ..io.images import preprocess
-
     info = explainer.info
     mean, std = info.model.mean, info.model.std
     if path.suffix.lower() != ".npy":
-        return preprocess(path, info.input_shape[1:], mean, std, resize, info.input_layout, info.input_dtype)
+        return info.preprocess(path, resize)
     if info.image.takes_raw_pixels or info.input_layout != "NCHW":
         raise ImageError(f"{path}: .npy tensors are for float NCHW models; give this model an image file")
     try:

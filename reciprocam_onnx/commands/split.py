@@ -31,7 +31,7 @@ class Split:
         split = split_model(args.model, options.block, optimize=options.optimize, input_size=options.input_size)
         folder = save_split(split, args.output)
         info = split.info
-        stage = f" of the last stage ({info.all_blocks} blocks in all)" if (info.all_blocks or 0) > info.blocks else ""
+        stage = f" in its last stage ({info.all_blocks} blocks in all)" if (info.all_blocks or 0) > info.blocks else ""
         print(
             f"split {args.model} at block {info.block} of {info.blocks}{stage} "
             f"({info.tokens} tokens = {info.prefix_tokens} prefix + {info.grid[0]}x{info.grid[1]} grid, "

@@ -46,7 +46,7 @@ from ..options import CUT, PRECISIONS, Options, resolve
 from ..rewrites import PRECISION_PASSES, Surgery, run_passes
 from ..split.pipeline import split_model
 from .base import Explanation, Targets, check_class_scores, check_images, choose_targets
-from .scores import RESOLVABLE_STEPS, minmax_normalise, to_scores, unresolved
+from .scores import minmax_normalise, to_scores, unresolved
 from .suffix import engine_suffix
 
 log = logging.getLogger(__name__)
@@ -153,16 +153,18 @@ class Explainer:
         return scores[:, 0], scores[:, 1:]
 
     def _warn_if_unresolved(self, logits: np.ndarray) -> None:
-        """One warning line when reduced precision cannot resolve some images' maps."""
+        """One warning line when the model's precision cannot resolve some images' maps."""
         compute = PRECISIONS[1] if self.options.precision == PRECISIONS[1] else self.info.dtype
         flagged = np.flatnonzero(unresolved(logits, compute))
         if flagged.size:
+            shown = ", ".join(map(str, flagged[:5].tolist())) + (", ..." if flagged.size > 5 else "")
             log.warning(
-                "%s cannot resolve the map of image(s) %s: their cells' scores differ by less than %d rounding "
-                "steps; explain them in float32 (a float32 model, precision='float32')",
+                "the maps of %d of %d images (%s) are below this model's precision (%s): their cells' scores "
+                "barely differ; a float32 model (and precision='float32') resolves them",
+                flagged.size,
+                len(logits),
+                shown,
                 compute,
-                ", ".join(map(str, flagged.tolist())),
-                RESOLVABLE_STEPS,
             )
 
     def _write_suffix(self, folder: Path) -> Path:

@@ -37,19 +37,21 @@ def minmax_normalise(maps: np.ndarray) -> np.ndarray:
     return np.where(span > 0, (m - lo) / safe, 0.0).astype(np.float32)
 
 
-RESOLVABLE_STEPS = 8  # a map needs its cells' scores to differ by more rounding steps than this
-
-
 def unresolved(logits: np.ndarray, dtype: str) -> np.ndarray:
-    """Which images' maps ``dtype`` cannot resolve: [B] bool, from logits [B, 1 + cells, C].
+    """Which images' maps the model's precision cannot resolve: [B] bool, from logits [B, 1 + cells, C].
 
-    For each image's predicted class, the spread of its cell logits is compared
-    with ``dtype``'s rounding step at the image's largest logit.
+    For each image's predicted class: its cells' logits take fewer than a
+    quarter as many distinct values as there are cells (quantized outputs), or,
+    in float16, spread over less than one rounding step at their magnitude (on
+    the demo model in float16, the maps so flagged correlate with the float32
+    maps at Pearson 0.93 on average, the others at 0.996: docs/design.md).
     """
-    if np.dtype(dtype) == np.float32 or np.dtype(dtype).kind != "f":
-        return np.zeros(len(logits), bool)
     top = logits[:, 0].argmax(axis=1)
     cells = logits[np.arange(len(logits)), 1:, top]
+    distinct = np.array([len(np.unique(row)) for row in cells])
+    coarse = distinct < cells.shape[1] / 4
+    if np.dtype(dtype) != np.float16:
+        return coarse
     spread = cells.max(axis=1) - cells.min(axis=1)
-    largest = np.abs(logits).max(axis=(1, 2)).astype(dtype)
-    return spread < RESOLVABLE_STEPS * np.spacing(largest).astype(np.float64)
+    step = np.spacing(np.abs(cells).max(axis=1).astype(np.float16)).astype(np.float64)
+    return coarse | (spread < step)

@@ -411,11 +411,11 @@ def _pad(node, places, shapes) -> list[Option]:
     if any(t.name in places for t in node.inputs[1:]):
         return []
     pads = node.attrs.get("pads") if len(node.inputs) < 2 else constant_value(node.inputs[1])
-    axes = constant_value(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3].name else None
+    given = constant_value(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3].name else None
     if pads is None:
         return []
     rank = len(shapes[node.inputs[0].name])
-    axes = list(range(rank)) if axes is None else [int(a) % rank for a in axes]
+    axes = list(range(rank)) if given is None else [int(a) % rank for a in given]
     axis = places[node.inputs[0].name][0]
     if axis in axes and (int(pads[axes.index(axis)]) or int(pads[len(axes) + axes.index(axis)])):
         return []

@@ -27,7 +27,7 @@ from ..analysis.layernorm import find_layernorms
 from ..contract import NORMED, RESIDUAL
 from ..errors import InternalError
 from ..graph.axes import follow_axis
-from ..graph.gsutil import ancestors, constant_value, consumers, descendants, producer
+from ..graph.gsutil import ancestors, constant_value, consumers, dequantized, descendants, producer
 from .base import NotApplicable, Surgery
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,8 @@ def _keep_rows(graph: gs.Graph, shapes: dict[str, tuple[int, ...]], last: Block,
     """Slice the queries and the residual of ``last`` to the head's rows; the names of the Gathers added."""
     tensors = graph.tensors()
     pools = _pooling_gathers(graph, tensors[last.output])
+    if pools is None and _reads_quantized(graph, tensors[last.output]):
+        raise NotApplicable("the head reads the tokens through QuantizeLinear/DequantizeLinear, not followed here")
     if pools is None:
         raise NotApplicable("the head reads every token row (mean pooling?)")
     rows = sorted({int(i) for node in pools for i in np.atleast_1d(_indices(node))})
@@ -87,6 +89,12 @@ def _pooling_gathers(graph: gs.Graph, block_output: gs.Variable) -> list[gs.Node
         n.op == "Gather" and n.attrs.get("axis", 0) == 1 and constant_value(n.inputs[1]) is not None for n in readers
     )
     return readers if ok else None
+
+
+def _reads_quantized(graph: gs.Graph, block_output: gs.Variable) -> bool:
+    """The last block's output (or its final norm's) goes through a QuantizeLinear (QDQ graphs)."""
+    tensors = [block_output, *(n.output for n in find_layernorms(graph) if dequantized(n.input) is block_output)]
+    return any(n.op == "QuantizeLinear" for t in tensors for n in consumers(t))
 
 
 def _indices(gather: gs.Node) -> np.ndarray:
