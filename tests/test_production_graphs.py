@@ -47,6 +47,15 @@ def assert_explains_like_torch(
     return ex
 
 
+def assert_fused_matches(path, ex: Explainer, images: np.ndarray, tmp_path, atol: float = 1e-4, **options) -> None:
+    """The fused graph of ``path`` gives the Explainer's maps for every class."""
+    from reciprocam_onnx import fuse, open_explainer
+
+    fused = tmp_path / "fused.onnx"
+    onnx.save(fuse(path, block=ex.options.block, **options), fused)
+    np.testing.assert_allclose(open_explainer(fused).explain_all(images), ex.explain_all(images), atol=atol)
+
+
 @pytest.mark.parametrize("attention, dynamic", [("sdpa", True), ("eager", False)])
 def test_huggingface_dynamo_export(attention, dynamic, tmp_path):
     """transformers 5.x ViT through torch.onnx.export(dynamo=True), torch's default exporter: shape reads
@@ -122,6 +131,8 @@ def test_float16_graph(keep_io_types, deit_float32, tmp_path):
     np.testing.assert_array_equal(half.targets, full.targets)
     for got, want in zip(half.maps, full.maps):
         assert np.corrcoef(got.ravel(), want.ravel())[0, 1] >= 0.98
+    if not keep_io_types:  # the fused graph computes its copies in float16 too (here in ONNX Loop chunks)
+        assert_fused_matches(path, ex.with_options(score="softmax"), images, tmp_path, atol=2e-2, chunk=50)
 
 
 def test_reduced_precision_that_cannot_resolve_a_map_is_flagged():
@@ -185,6 +196,7 @@ def test_uint8_nhwc_input_normalised_inside_the_graph(tmp_path, capsys):
     assert main(["explain", str(path), str(image), "-o", str(tmp_path / "out")]) == 0
     saved = np.load(tmp_path / "out" / "picture.map.npy")
     np.testing.assert_allclose(saved, out.maps[0], atol=1e-6)
+    assert_fused_matches(path, ex, raw[None], tmp_path)
 
 
 def _quantize(path, tmp_path, kind: str):
@@ -214,9 +226,6 @@ def test_int8_graph(kind, deit_float32, tmp_path):
     """Static QDQ (blocks found through QuantizeLinear/DequantizeLinear) and dynamic quantization (one copy
     per run, one image per prefix run: the model's run-time scales are per copy): every copy scores exactly
     as it does alone through the quantized model's own cut, for the Explainer and the fused graph."""
-    import onnx
-
-    from reciprocam_onnx import fuse, open_explainer
 
     path = _quantize(deit_float32[0], tmp_path, kind)
     images = random_images(2, (224, 224), seed=3)
@@ -227,9 +236,7 @@ def test_int8_graph(kind, deit_float32, tmp_path):
     scale = max(1.0, float(np.abs(expected).max()))
     np.testing.assert_allclose(unmasked, expected[:, 0], atol=1e-4 * scale, rtol=0)
     np.testing.assert_allclose(cells, expected[:, 1:], atol=1e-4 * scale, rtol=0)
-    fused = tmp_path / "fused.onnx"
-    onnx.save(fuse(path, score="logits"), fused)
-    np.testing.assert_allclose(open_explainer(fused).explain_all(images), ex.explain_all(images), atol=1e-4)
+    assert_fused_matches(path, ex, images, tmp_path, score="logits")
 
 
 @pytest.mark.parametrize("half", [False, True], ids=["float32", "float16"])
@@ -423,3 +430,4 @@ def test_swin_taps_its_last_stage(source, tmp_path):
     for block in (-2, -1):
         ex = assert_explains_like_torch(path, model, fam, block, per_copy=True)  # Swin reads B off its input
         assert (ex.info.blocks, ex.info.grid, ex.info.prefix_tokens) == (2, (7, 7), 0)
+    assert_fused_matches(path, ex, IMAGES, tmp_path)

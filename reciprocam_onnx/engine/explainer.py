@@ -159,12 +159,12 @@ class Explainer:
         if flagged.size:
             shown = ", ".join(map(str, flagged[:5].tolist())) + (", ..." if flagged.size > 5 else "")
             log.warning(
-                "the maps of %d of %d images (%s) are below this model's precision (%s): their cells' scores "
-                "barely differ; a float32 model (and precision='float32') resolves them",
+                "the maps of %d of %d images (%s) are below this model's output precision%s: their cells' "
+                "scores barely differ; a float32 model (and precision='float32') resolves them",
                 flagged.size,
                 len(logits),
                 shown,
-                compute,
+                f" ({compute})" if compute != PRECISIONS[0] else "",
             )
 
     def _write_suffix(self, folder: Path) -> Path:

@@ -82,14 +82,15 @@ def _core(model: onnx.ModelProto, split: SplitModel, slots: Slots, options: Opti
     info = split.info
     graph = gs.import_onnx(model)
     logits = graph.outputs[0]
-    b = OpBuilder(graph, "reciprocam/")
-    copies = _Copies(split, _tapped(b, split), options.residual)
+    c = OpBuilder(graph, "reciprocam/copies/", info.dtype)  # the copies compute in the model's dtype
+    copies = _Copies(split, _tapped(c, split), options.residual)
     tables = copies.tables(slots)
     if options.chunk is None:
-        cell_logits = copies.logits(b, {key: b.const(key, value) for key, value in tables.items()})
+        cell_logits = copies.logits(c, {key: c.const(key, value) for key, value in tables.items()})
     else:
-        cell_logits = _chunked(b, copies, tables, options.chunk)
-    cells = b.reshape(cell_logits, [-1, len(slots), info.classes])
+        cell_logits = _chunked(c, copies, tables, options.chunk)
+    b = OpBuilder(graph, "reciprocam/")  # scores and maps in float32 (softmax in float64)
+    cells = b.cast(b.reshape(cell_logits, [-1, len(slots), info.classes]), np.float32)
     if options.score == SCORES[0]:  # softmax in double, as Explainer: top scores differ below float32 resolution
         wide = b.op("Cast", [cells], {"to": onnx.TensorProto.DOUBLE}, dtype=np.float64)
         scores = b.op("Softmax", [wide], {"axis": -1}, dtype=np.float64)
@@ -110,9 +111,13 @@ def _core(model: onnx.ModelProto, split: SplitModel, slots: Slots, options: Opti
 
 
 def _tapped(b: OpBuilder, split: SplitModel) -> dict[str, gs.Tensor]:
-    """The suffix's inputs computed in the model's graph: R, F, and F's hoisted projections."""
+    """The suffix's inputs computed in the model's graph: R, F (as [B, T, D] tokens, also where the model
+    lays them out as a grid), and F's hoisted projections."""
     tensors, info = b.graph.tensors(), split.info
-    tapped = {RESIDUAL: tensors[info.residual_tensor], NORMED: tensors[info.normed_tensor]}
+    tapped = {
+        RESIDUAL: b.reshape(tensors[info.residual_tensor], [0, -1, info.width]),
+        NORMED: b.reshape(tensors[info.normed_tensor], [0, -1, info.width]),
+    }
     producers = {node.output[0]: node for node in split.prefix.graph.node}
     weights = {init.name: init for init in split.prefix.graph.initializer}
     for name in info.masked_inputs:
@@ -168,7 +173,7 @@ def _chunked(b: OpBuilder, copies: _Copies, tables: dict[str, np.ndarray], chunk
     count = len(tables["token"])
     steps = -(-count // chunk)
     body = gs.Graph(opset=b.opset)
-    inner = OpBuilder(body, b.prefix + "chunk/")
+    inner = OpBuilder(body, b.prefix + "chunk/", b.floats)
     step = gs.Variable(inner.name("step"), np.int64, [])
     keep = gs.Variable(inner.name("cond_in"), np.bool_, [])
     first = inner.reshape(inner.op("Mul", [step, inner.const("chunk", np.array(chunk, np.int64))], dtype=np.int64), [1])
@@ -211,7 +216,7 @@ def _saliency(b: OpBuilder, cell_scores: gs.Variable, info: SplitInfo) -> gs.Var
     scaled = b.op("Div", [b.op("Sub", [per_class, low], dtype=dtype), safe], dtype=dtype)
     flat = b.op("Where", [positive, scaled, b.const("zeros", np.array(0, dtype))], dtype=dtype)
     if dtype != np.float32:
-        flat = b.op("Cast", [flat], {"to": onnx.TensorProto.FLOAT})
+        flat = b.op("Cast", [flat], {"to": onnx.TensorProto.FLOAT}, dtype=np.float32)
     return b.reshape(flat, [-1, info.classes, *info.grid])
 
 
