@@ -1,4 +1,5 @@
-"""Find LayerNorms: the ``LayerNormalization`` op and its decomposed form.
+"""Find LayerNorms: the ``LayerNormalization`` op (and ONNX Runtime's RMSNorm,
+``SimplifiedLayerNormalization``) and the decomposed form.
 
 Older opsets (< 17) export ``F.layer_norm`` as::
 
@@ -19,6 +20,8 @@ import onnx_graphsurgeon as gs
 
 from ..graph.gsutil import constant_value, consumers, other_input, producer
 
+NORM_OPS = ("LayerNormalization", "SimplifiedLayerNormalization")  # the latter: ONNX Runtime's RMSNorm
+
 
 @dataclass(frozen=True)
 class LayerNormMatch:
@@ -33,7 +36,7 @@ def find_layernorms(graph: gs.Graph) -> list[LayerNormMatch]:
     """Every LayerNorm in ``graph``, fused op or decomposed, in node order."""
     matches = []
     for node in graph.nodes:
-        if node.op == "LayerNormalization":
+        if node.op in NORM_OPS:
             matches.append(LayerNormMatch(node.inputs[0], node.outputs[0], (node,)))
         elif node.op == "Sub":
             match = _match_decomposed(node)

@@ -477,6 +477,7 @@ _RULES: dict[str, Callable[..., list[Option]]] = {
     "Softmax": _softmax,
     "LogSoftmax": _softmax,
     "LayerNormalization": _layernorm,
+    "SimplifiedLayerNormalization": _layernorm,
     "MatMul": _matmul,
     "MatMulInteger": _matmul,
     "Gemm": _gemm,
