@@ -322,7 +322,12 @@ class DenseHead(torch.nn.Module):
 
         self.vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=3, num_classes=0)
         self.decoder = torch.nn.Sequential(
-            torch.nn.Conv2d(192, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 1, 1)
+            torch.nn.Conv2d(192, 16, 3, padding=1),
+            torch.nn.BatchNorm2d(16),
+            torch.nn.LeakyReLU(),
+            torch.nn.ConvTranspose2d(16, 8, 2, stride=2),
+            torch.nn.Conv2d(8, 1, 1),
+            torch.nn.Sigmoid(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -74,6 +74,13 @@ _ELEMENTWISE = {
     "Mod",
     "IsNaN",
     "IsInf",
+    "LeakyRelu",
+    "Elu",
+    "Selu",
+    "Celu",
+    "PRelu",
+    "Softsign",
+    "ThresholdedRelu",
     "BiasGelu",  # ONNX Runtime's fused activations (transformer optimizer output)
     "FastGelu",
     "QuickGelu",
@@ -266,7 +273,8 @@ def _quantize(node, places, shapes) -> list[Option]:
 
 
 def _image_op(node, places, shapes) -> list[Option]:
-    """Conv, pooling and Resize (dense heads) mix the channel and spatial axes: only the batch passes."""
+    """Conv, pooling, normalisation, pixel shuffles and Resize (dense heads) mix the channel and spatial
+    axes: only the batch passes."""
     if [t.name for t in node.inputs if t.name in places] != [node.inputs[0].name]:
         return []
     place = places[node.inputs[0].name]
@@ -496,6 +504,10 @@ _RULES: dict[str, Callable[..., list[Option]]] = {
     "MaxPool": _image_op,
     "AveragePool": _image_op,
     "GlobalAveragePool": _image_op,
+    "BatchNormalization": _image_op,
+    "InstanceNormalization": _image_op,
+    "DepthToSpace": _image_op,
+    "SpaceToDepth": _image_op,
     "GlobalMaxPool": _image_op,
     "Resize": _image_op,
     "QuantizeLinear": _quantize,
