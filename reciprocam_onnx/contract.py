@@ -32,7 +32,7 @@ import onnx
 from .analysis.model_info import ModelInfo
 from .errors import ModelLoadError
 from .graph.model import LAYOUTS, ImageInput, load_model
-from .io.files import write_bytes_atomic, write_text_atomic
+from .io.files import output_folder, write_all_atomic
 from .io.images import RESIZE_MODES, preprocess
 
 # prefix outputs = suffix inputs
@@ -153,11 +153,15 @@ class SplitModel:
 
 
 def save_split(split: SplitModel, folder: str | os.PathLike) -> Path:
-    """Write prefix.onnx, suffix.onnx and split.json into ``folder`` (atomically each)."""
-    folder = Path(folder)
-    write_bytes_atomic(folder / PREFIX_FILE, split.prefix.SerializeToString())
-    write_bytes_atomic(folder / SUFFIX_FILE, split.suffix.SerializeToString())
-    write_text_atomic(folder / INFO_FILE, split.info.to_json() + "\n")
+    """Write prefix.onnx, suffix.onnx and split.json into ``folder``: all three, or none of them."""
+    folder = output_folder(folder)
+    write_all_atomic(
+        {
+            folder / PREFIX_FILE: lambda tmp: tmp.write_bytes(split.prefix.SerializeToString()),
+            folder / SUFFIX_FILE: lambda tmp: tmp.write_bytes(split.suffix.SerializeToString()),
+            folder / INFO_FILE: lambda tmp: tmp.write_text(split.info.to_json() + "\n", encoding="utf-8"),
+        }
+    )
     return folder
 
 

@@ -51,6 +51,15 @@ class OptionError(UserError, ValueError):
     """An option or parameter has a value outside its allowed set, or does not apply here."""
 
 
+class OutputError(UserError):
+    """An output cannot be written where asked (not a folder, read-only, full disk). ``stops``: no
+    later write to that place can succeed either (full, read-only, no permission)."""
+
+    def __init__(self, message: str, stops: bool = False):
+        super().__init__(message)
+        self.stops = stops
+
+
 class OnnxRuntimeError(UserError):
     """ONNX Runtime refused to load or run a graph."""
 

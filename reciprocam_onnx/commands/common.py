@@ -55,9 +55,16 @@ def providers(args: argparse.Namespace) -> list[str] | None:
 
 
 def looks_like_model(path: str) -> bool:
-    """True for an .onnx file or a folder written by ``reciprocam split``."""
+    """True for a folder written by ``reciprocam split``, an .onnx path, or any other existing file that is
+    not an image or a .npy tensor (a model under another name: loading it says what is wrong, if anything)."""
+    from ..io.images import IMAGE_SUFFIXES
+
     p = Path(path)
-    return p.suffix.lower() in MODEL_SUFFIXES or (p / "split.json").is_file()
+    if p.is_dir():
+        return (p / "split.json").is_file()
+    if p.suffix.lower() in MODEL_SUFFIXES:
+        return True
+    return p.is_file() and p.suffix.lower() not in (*IMAGE_SUFFIXES, ".npy")
 
 
 def default_model() -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ImageError, ReciproCamError
+from ..errors import ImageError, OutputError, ReciproCamError
 from ..io.images import RESIZE_MODES
 from .common import (
     add_option_flags,
@@ -67,11 +67,17 @@ class Explain:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         from ..engine.fused_explainer import open_explainer
+        from ..io.files import output_folder
         from ..io.labels import read_labels
         from ..io.progress import progress
 
+        output_folder(args.output)  # before any work: a place that takes files
         model, sources = _model_and_images(args.inputs)
         explainer = open_explainer(model, providers=providers(args), **given_options(args))
+        bundled = (
+            " (the bundled demo model: give MODEL first to explain another)" if model != Path(args.inputs[0]) else ""
+        )
+        print(f"model: {model}{bundled}")
         labels = read_labels(args.labels) if args.labels else explainer.info.model.labels
         files, missing = _expand(sources)
         failed = 0
@@ -79,6 +85,13 @@ class Explain:
         for path in progress(files, len(files), "explaining"):
             try:
                 _explain_one(explainer, path, args, labels, _unique(path.stem, names))
+            except OutputError as exc:
+                failed += 1
+                if exc.stops:  # a full or read-only disk: no later image can be written either
+                    done = len(names) - failed
+                    print(f"stopped: {exc}; {done} of {len(files)} images explained", file=sys.stderr)
+                    return 1
+                print(f"skipped {path}: {exc}", file=sys.stderr)
             except ReciproCamError as exc:
                 failed += 1
                 print(f"skipped {path}: {exc}", file=sys.stderr)
@@ -120,16 +133,18 @@ def _unique(stem: str, used: set[str]) -> str:
 
 
 def _explain_one(explainer, path: Path, args, labels, name: str) -> None:
-    from ..io.files import write_atomic
-    from ..io.overlay import overlay, save_png
+    from ..io.files import write_all_atomic
+    from ..io.overlay import overlay, png_bytes
 
     tensor, display = _load(explainer, path, args.resize)
     targets = None if args.target is None else [args.target]
     out = explainer.explain(tensor[None], targets=targets)
-    args.output.mkdir(parents=True, exist_ok=True)
-    write_atomic(args.output / f"{name}.map.npy", lambda tmp: np.save(tmp, out.maps[0]))
-    save_png(args.output / f"{name}.overlay.png", overlay(display, out.maps[0]))
-    print(_summary(path, args.output / f"{name}.overlay.png", out, labels, args.top))
+    picture = png_bytes(overlay(display, out.maps[0]))
+    overlay_path, map_path = args.output / f"{name}.overlay.png", args.output / f"{name}.map.npy"
+    write_all_atomic(  # the pair, or neither
+        {map_path: lambda tmp: np.save(tmp, out.maps[0]), overlay_path: lambda tmp: tmp.write_bytes(picture)}
+    )
+    print(_summary(path, overlay_path, out, labels, args.top))
 
 
 def _load(explainer, path: Path, resize: str) -> tuple[np.ndarray, np.ndarray]:
@@ -142,9 +157,12 @@ def _load(explainer, path: Path, resize: str) -> tuple[np.ndarray, np.ndarray]:
     if info.image.takes_raw_pixels or info.input_layout != "NCHW":
         raise ImageError(f"{path}: .npy tensors are for float NCHW models; give this model an image file")
     try:
-        tensor = np.load(path).astype(np.float32)
-    except (OSError, ValueError) as exc:
-        raise ImageError(f"cannot read {path} as a .npy tensor ({exc})") from exc
+        tensor = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ImageError(f"cannot read {path} as a .npy tensor ({exc})") from None
+    if tensor.dtype.kind not in "fiu":
+        raise ImageError(f"{path} holds {tensor.dtype} values; it must hold real numbers (a normalised image)")
+    tensor = tensor.astype(np.float32)
     tensor = tensor[0] if tensor.ndim == 4 and len(tensor) == 1 else tensor
     if tensor.shape != tuple(info.input_shape):
         raise ImageError(

@@ -27,8 +27,9 @@ class Fuse:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         from ..engine.fused_graph import fuse
-        from ..io.files import write_bytes_atomic
+        from ..io.files import output_file, write_bytes_atomic
 
+        output_file(args.output)  # before any work
         fused = fuse(args.model, **given_options(args))
         write_bytes_atomic(args.output, fused.SerializeToString())
         print(f"wrote {args.output}: outputs {', '.join(FUSED_OUTPUTS)} ({args.output.stat().st_size / 1e6:.1f} MB)")

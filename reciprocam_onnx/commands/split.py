@@ -25,9 +25,11 @@ class Split:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         from ..contract import save_split
+        from ..io.files import output_folder
         from ..split.pipeline import split_model
 
         options = Options(**given_options(args))
+        output_folder(args.output)  # before any work
         split = split_model(args.model, options.block, optimize=options.optimize, input_size=options.input_size)
         folder = save_split(split, args.output)
         info = split.info

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -14,6 +15,11 @@ from ..graph.model import ImageInput
 from ..options import Options
 
 Targets = Sequence[int] | np.ndarray | None
+
+log = logging.getLogger(__name__)
+
+# Normalised images (mean/std per channel) stay within a few units of 0: ImageNet's within [-2.2, 2.7].
+RAW_PIXELS_ABOVE = 20.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,15 @@ def check_images(images: np.ndarray, image: ImageInput) -> np.ndarray:
         raise ImageError(f"images must be {what}; got {array.dtype} (reciprocam_onnx.preprocess makes them)")
     if not image.takes_raw_pixels and array.dtype.kind != "f":
         raise ImageError(f"images must be {what}; got {array.dtype} (reciprocam_onnx.preprocess makes them)")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = sorted({int(i) for i in np.argwhere(~np.isfinite(array))[:, 0]})
+        raise ImageError(f"images {bad} contain NaN or infinite values")
+    if not image.takes_raw_pixels and np.abs(array).max() > RAW_PIXELS_ABOVE:
+        log.warning(
+            "these images look like raw pixels (values up to %.0f): the model takes normalised images "
+            "(reciprocam_onnx.preprocess, info.preprocess)",
+            float(np.abs(array).max()),
+        )
     return np.ascontiguousarray(array, dtype=image.dtype)
 
 

@@ -90,7 +90,7 @@ def _core(model: onnx.ModelProto, split: SplitModel, slots: Slots, options: Opti
     else:
         cell_logits = _chunked(c, copies, tables, options.chunk)
     b = OpBuilder(graph, "reciprocam/")  # scores and maps in float32 (softmax in float64)
-    cells = b.cast(b.reshape(cell_logits, [-1, len(slots), info.classes]), np.float32)
+    cells = b.cast(b.reshape(cell_logits, [-1, len(slots), info.classes]), "float32")
     if options.score == SCORES[0]:  # softmax in double, as Explainer: top scores differ below float32 resolution
         wide = b.op("Cast", [cells], {"to": onnx.TensorProto.DOUBLE}, dtype=np.float64)
         scores = b.op("Softmax", [wide], {"axis": -1}, dtype=np.float64)

@@ -1,11 +1,45 @@
-"""Atomic file writes: a reader never sees a half-written output."""
+"""Outputs: locations checked before any work, files written atomically, and in complete sets.
+
+A reader never sees a half-written file, and a set of files (a map and its
+overlay, a split folder) is written all or nothing. Failures are
+``OutputError``s: one line naming the file and the reason.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+
+from ..errors import OutputError
+
+STOPPING = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM}  # no later write can succeed
+
+
+def output_folder(path: str | os.PathLike) -> Path:
+    """``path`` as a folder that exists and takes new files (created if needed), else OutputError."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"output folder {path} is an existing file; give a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".reciprocam-write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"cannot write into {path}: {exc.strerror or exc}", exc.errno in STOPPING) from None
+    return path
+
+
+def output_file(path: str | os.PathLike) -> Path:
+    """``path`` as a file that can be written (its folder exists or is created), else OutputError."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"output {path} is an existing folder; give a file name")
+    output_folder(path.parent)
+    return path
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
@@ -14,17 +48,35 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     Whatever ``write`` returns (a byte count, say) is ignored.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
     try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {path.parent}: {exc.strerror or exc}", exc.errno in STOPPING) from exc
+    write_all_atomic({path: write})
     return path
+
+
+def write_all_atomic(writers: Mapping[str | os.PathLike, Callable[[Path], object]]) -> list[Path]:
+    """Write every file of ``writers`` (path -> write(tmp)) to temporaries, then rename them all into
+    place: all of them or, when any write fails, none (OutputError)."""
+    temporaries: list[tuple[Path, Path]] = []
+    try:
+        for target, write in writers.items():
+            final = Path(target)
+            fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=final.suffix, dir=final.parent)
+            os.close(fd)
+            temporaries.append((Path(name), final))
+            write(Path(name))
+            os.chmod(name, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
+        for temporary, final in temporaries:
+            os.replace(temporary, final)
+    except OSError as exc:
+        where = temporaries[-1][1] if temporaries else Path(next(iter(writers), ""))
+        raise OutputError(f"cannot write {where}: {exc.strerror or exc}", exc.errno in STOPPING) from exc
+    finally:
+        for temporary, _ in temporaries:
+            temporary.unlink(missing_ok=True)
+    return [Path(p) for p in writers]
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:

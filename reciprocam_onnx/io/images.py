@@ -1,6 +1,11 @@
 """Images in: read with OpenCV, fit to the model's input size, normalise to NCHW float32.
 
 OpenCV is imported where it is used: importing the package costs no OpenCV.
+Limits (docs/errors.md), each overridable by an environment variable read at
+import: files up to MAX_IMAGE_BYTES (``RECIPROCAM_MAX_IMAGE_BYTES``), images
+up to MAX_IMAGE_PIXELS (``RECIPROCAM_MAX_IMAGE_PIXELS``, checked by OpenCV from
+the header, before decoding), and a crop that upsamples at most MAX_FIT_FACTOR
+times the model's input area (a 30000x1 strip would need gigabytes).
 """
 
 from __future__ import annotations
@@ -15,6 +20,11 @@ from ..errors import ImageError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+MAX_IMAGE_BYTES = int(os.environ.get("RECIPROCAM_MAX_IMAGE_BYTES", 512 << 20))
+MAX_IMAGE_PIXELS = int(os.environ.get("RECIPROCAM_MAX_IMAGE_PIXELS", 100_000_000))
+MAX_FIT_FACTOR = 64
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))  # read when OpenCV loads
+
 RESIZE_MODES = ("crop", "stretch", "none")  # how an image is fitted to the model's input
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -26,10 +36,24 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"image not found: {path}")
+    size = path.stat().st_size
+    if size > MAX_IMAGE_BYTES:
+        raise ImageError(
+            f"{path} is {size / 2**20:.0f} MB, above the {MAX_IMAGE_BYTES / 2**20:.0f} MB limit "
+            "(RECIPROCAM_MAX_IMAGE_BYTES)"
+        )
     data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except cv2.error as exc:  # e.g. a header declaring more pixels than OPENCV_IO_MAX_IMAGE_PIXELS
+        message = str(exc).strip().splitlines()[-1] if str(exc).strip() else "decoder error"
+        raise ImageError(
+            f"cannot read image {path}: {message} (at most {MAX_IMAGE_PIXELS} pixels: RECIPROCAM_MAX_IMAGE_PIXELS)"
+        ) from None
     if image is None:
         raise ImageError(f"cannot read image {path}: not a supported image file, or corrupt")
+    if image.shape[0] * image.shape[1] > MAX_IMAGE_PIXELS:
+        raise ImageError(f"{path} has {image.shape[1]}x{image.shape[0]} pixels, above the limit {MAX_IMAGE_PIXELS}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -55,6 +79,11 @@ def fit_image(image: np.ndarray, size: tuple[int, int], mode: str = RESIZE_MODES
     if mode == "stretch":
         return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
     scale = max(height / h, width / w)
+    if h * w * scale * scale > MAX_FIT_FACTOR * height * width:
+        raise ImageError(
+            f"image is {w}x{h} (WxH): too elongated to crop to {width}x{height} "
+            f"(it would be scaled to {round(w * scale)}x{round(h * scale)}); use --resize stretch"
+        )
     resized = cv2.resize(
         image,
         (max(width, round(w * scale)), max(height, round(h * scale))),

@@ -42,11 +42,16 @@ def overlay(image: np.ndarray, map_hw: np.ndarray, alpha: float = 0.5, colormap:
     return cv2.addWeighted(heat, alpha, image, 1.0 - alpha, 0.0)
 
 
-def save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
-    """Write an RGB uint8 image as PNG, atomically."""
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """An RGB uint8 image encoded as PNG."""
     import cv2
 
     ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
-        raise ImageError(f"could not encode {path} as PNG")
-    write_bytes_atomic(path, data.tobytes())
+        raise ImageError(f"could not encode a {list(rgb.shape)} image as PNG")
+    return data.tobytes()
+
+
+def save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
+    """Write an RGB uint8 image as PNG, atomically."""
+    write_bytes_atomic(path, png_bytes(rgb))

@@ -1,0 +1,161 @@
+"""Hostile input, full disks and wrong paths: one clear line, nothing lost, nothing silently wrong.
+
+Each test reproduces one failure class of issue #13; the list reads as the specification.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from reciprocam_onnx import Explainer
+from reciprocam_onnx.cli import main
+from reciprocam_onnx.errors import ImageError
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "models" / "shapes_vit.onnx"
+STAR = ROOT / "examples" / "images" / "star.png"
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares width x height (a decompression bomb's first bytes)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+# 1. Output locations: checked before any work, one line each.
+
+
+@pytest.mark.parametrize("verb", ["explain", "split", "eval", "fuse"])
+def test_output_that_is_an_existing_file_or_folder_is_refused_first(verb, tmp_path, capsys):
+    taken = tmp_path / "taken"
+    if verb == "fuse":
+        taken.mkdir()  # fuse writes a file: a folder is in the way
+    else:
+        taken.write_text("not a folder")
+    args = {"explain": [str(DEMO), str(STAR)], "split": [str(DEMO)], "eval": [str(DEMO)], "fuse": [str(DEMO)]}[verb]
+    assert main([verb, *args, "-o", str(taken)]) == 1
+    line = one_error_line(capsys)
+    assert str(taken) in line and ("existing" in line)
+
+
+def test_output_that_cannot_be_created_is_refused_first(tmp_path, capsys):
+    assert main(["explain", str(DEMO), str(STAR), "-o", "/proc/reciprocam-cannot-be-here"]) == 1
+    assert "cannot write into /proc/reciprocam-cannot-be-here" in one_error_line(capsys)
+
+
+def test_a_full_disk_stops_the_batch_keeping_whole_pairs(tmp_path, capsys, monkeypatch):
+    """The second image's map cannot be written: its overlay is not written either, no temporary file is
+    left, the first image's pair is intact, and the run stops with one line (exit 1)."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        (folder / f"{name}.png").write_bytes(STAR.read_bytes())
+    saves = []
+    real_save = np.save
+
+    def save(path, array, *args, **kwargs):
+        saves.append(path)
+        if len(saves) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(path, array, *args, **kwargs)
+
+    monkeypatch.setattr(np, "save", save)
+    out = tmp_path / "out"
+    assert main(["explain", str(DEMO), str(folder), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "stopped: cannot write" in err and "No space left on device" in err and "1 of 3 images explained" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a.map.npy", "a.overlay.png"]
+
+
+# 2. Decompression bombs and huge files: a skipped item, and the batch goes on.
+
+
+@pytest.mark.parametrize(
+    "name, data, needle",
+    [
+        ("bomb.png", png_header_only(100_000, 100_000), "pixels"),
+        ("strip.png", cv2.imencode(".png", np.zeros((1, 30_000, 3), np.uint8))[1].tobytes(), "too elongated"),
+    ],
+)
+def test_image_bombs_are_skipped_and_the_batch_goes_on(name, data, needle, tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / name).write_bytes(data)
+    (folder / "z-good.png").write_bytes(STAR.read_bytes())
+    assert main(["explain", str(DEMO), str(folder), "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert f"skipped {folder / name}" in err and needle in err and "Traceback" not in err
+    assert (tmp_path / "out" / "z-good.overlay.png").is_file()
+
+
+def test_files_above_the_size_limit_are_refused_before_reading(monkeypatch, tmp_path):
+    from reciprocam_onnx.io import images
+
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 100)
+    with pytest.raises(ImageError, match="above the 0 MB limit"):
+        images.load_image(STAR)
+
+
+# 3. Non-finite, complex and raw-pixel input.
+
+
+def test_non_finite_images_are_refused(capsys, tmp_path):
+    ex = Explainer(DEMO)
+    x, _ = ex.info.preprocess(STAR)
+    bad = np.stack([x, x])
+    bad[1, 0, 3, 3] = np.nan
+    with pytest.raises(ImageError, match=r"images \[1\] contain NaN"):
+        ex.explain(bad)
+    np.save(tmp_path / "inf.npy", np.full_like(x, np.inf))
+    np.save(tmp_path / "complex.npy", x.astype(np.complex64))
+    assert (
+        main(
+            ["explain", str(DEMO), str(tmp_path / "inf.npy"), str(tmp_path / "complex.npy"), "-o", str(tmp_path / "o")]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert "contain NaN or infinite values" in err and "complex64 values" in err
+    assert not list((tmp_path / "o").glob("*.npy"))
+
+
+def test_raw_pixels_given_to_a_float_model_are_warned_about(caplog):
+    ex = Explainer(DEMO)
+    pixels = np.random.default_rng(0).integers(0, 256, (1, *ex.info.input_shape)).astype(np.float32)
+    with caplog.at_level("WARNING"):
+        ex.explain(pixels)
+    assert "look like raw pixels" in caplog.text
+    with pytest.raises(ImageError, match="got int64"):
+        ex.explain(pixels.astype(np.int64))
+
+
+# 4. A model under another name is a model, and the output says which model ran.
+
+
+def test_a_model_not_named_onnx_is_taken_as_the_model(tmp_path, capsys):
+    model = tmp_path / "vit.pb"
+    model.write_bytes(DEMO.read_bytes())
+    assert main(["explain", str(model), str(STAR), "-o", str(tmp_path / "out")]) == 0
+    assert f"model: {model}" in capsys.readouterr().out
+    assert main(["explain", str(STAR), "-o", str(tmp_path / "out2")]) == 0
+    assert "the bundled demo model" in capsys.readouterr().out
