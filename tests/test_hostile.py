@@ -159,3 +159,20 @@ def test_a_model_not_named_onnx_is_taken_as_the_model(tmp_path, capsys):
     assert f"model: {model}" in capsys.readouterr().out
     assert main(["explain", str(STAR), "-o", str(tmp_path / "out2")]) == 0
     assert "the bundled demo model" in capsys.readouterr().out
+
+
+# 5. Options checked against what the artifact is.
+
+
+def test_out_of_range_blocks_are_refused_by_split_folders_and_fused_graphs(tmp_path, capsys):
+    """A split folder or fused graph of a 4-block model refuses block 6, -98 and 1002 (which modulo the block
+    count would name its block) as a plain model does."""
+    assert main(["split", str(DEMO), "-o", str(tmp_path / "split")]) == 0
+    assert main(["fuse", str(DEMO), "-o", str(tmp_path / "fused.onnx")]) == 0
+    capsys.readouterr()
+    blocks = Explainer(tmp_path / "split").info.blocks
+    for artifact in (tmp_path / "split", tmp_path / "fused.onnx", DEMO):
+        for block in (blocks + blocks - 2, -98, 1002):
+            code = main(["explain", str(artifact), str(STAR), "--block", str(block), "-o", str(tmp_path / "o")])
+            assert code == 1
+            assert "out of range" in one_error_line(capsys)

@@ -44,7 +44,7 @@ from ..errors import OptionError, onnxruntime_errors
 from ..graph.runtime import make_session, on_cuda, release_memory
 from ..options import CUT, PRECISIONS, Options, resolve
 from ..rewrites import PRECISION_PASSES, Surgery, run_passes
-from ..split.pipeline import split_model
+from ..split.pipeline import resolve_block, split_model
 from .base import Explanation, Targets, check_class_scores, check_images, choose_targets
 from .scores import minmax_normalise, to_scores, unresolved
 from .suffix import engine_suffix
@@ -103,7 +103,7 @@ class Explainer:
         (block and optimize change the cut: build a new Explainer for those)."""
         new = resolve(options if options is not None else self.options, **changes)
         moved = [name for name in CUT if getattr(new, name) != getattr(self.options, name)]
-        if "block" in moved and new.block % self.info.blocks == self.info.block:
+        if "block" in moved and resolve_block(new.block, self.info.blocks) == self.info.block:
             moved.remove("block")
         if moved:
             raise OptionError(f"{', '.join(moved)} change the cut: build a new Explainer for that")
@@ -258,7 +258,7 @@ def _load_split(model: str | os.PathLike | onnx.ModelProto, options: Options, ex
     if not isinstance(model, onnx.ModelProto) and is_split_folder(model):
         split = load_split(model)
         info = split.info
-        if "block" in explicit and options.block % info.blocks != info.block:
+        if "block" in explicit and resolve_block(options.block, info.blocks) != info.block:
             raise OptionError(f"{model} was split at block {info.block}; re-split it to explain block {options.block}")
         if "optimize" in explicit and options.optimize != info.optimized:
             raise OptionError(f"{model} was split with optimize={info.optimized}; re-split it to change that")

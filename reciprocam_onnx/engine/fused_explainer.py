@@ -15,6 +15,7 @@ from ..errors import OptionError, onnxruntime_errors
 from ..graph.model import load_model
 from ..graph.runtime import make_session
 from ..options import FUSED, Options, resolve
+from ..split.pipeline import resolve_block
 from .base import Explanation, SaliencyExplainer, Targets, check_images, choose_targets
 from .explainer import Explainer
 from .fused_graph import fused_options
@@ -88,7 +89,7 @@ def _check_agrees(fused: FusedExplainer, asked: Options, explicit: set[str]) -> 
     differ = {}
     for name in sorted(explicit):
         value, built = getattr(asked, name), getattr(baked, name)
-        same = value % blocks == built % blocks if name == "block" else value == built
+        same = resolve_block(value, blocks) == built % blocks if name == "block" else value == built
         if not same:
             differ[name] = (value, built)
     if differ:
