@@ -176,3 +176,55 @@ def test_out_of_range_blocks_are_refused_by_split_folders_and_fused_graphs(tmp_p
             code = main(["explain", str(artifact), str(STAR), "--block", str(block), "-o", str(tmp_path / "o")])
             assert code == 1
             assert "out of range" in one_error_line(capsys)
+
+
+# 7. Options and files checked early, one line each.
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--top", "-3"], "--top must be at least 1"),
+        (["--target", "999"], "--target must lie in 0.."),
+    ],
+)
+def test_run_options_are_checked_before_any_image(extra, needle, tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in "abc":
+        (folder / f"{name}.png").write_bytes(STAR.read_bytes())
+    assert main(["explain", str(DEMO), str(folder), *extra, "-o", str(tmp_path / "out")]) == 1
+    assert needle in one_error_line(capsys)
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_a_labels_file_that_does_not_fit_the_model_is_refused(tmp_path, capsys):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\n")
+    assert main(["explain", str(DEMO), str(STAR), "--labels", str(labels), "-o", str(tmp_path / "out")]) == 1
+    assert "names 2 classes; the model has" in one_error_line(capsys)
+
+
+def test_api_targets_and_batches_that_make_no_sense_are_refused():
+    ex = Explainer(DEMO)
+    x, _ = ex.info.preprocess(STAR)
+    with pytest.raises(ValueError, match="whole class indices"):
+        ex.explain(x[None], targets=[3.7])
+    with pytest.raises(ImageError, match="empty batch"):
+        ex.explain(np.zeros((0, *ex.info.input_shape), np.float32))
+
+
+def test_fusing_a_fused_graph_is_refused(tmp_path, capsys):
+    assert main(["fuse", str(DEMO), "-o", str(tmp_path / "fused.onnx")]) == 0
+    capsys.readouterr()
+    assert main(["fuse", str(tmp_path / "fused.onnx"), "-o", str(tmp_path / "twice.onnx")]) == 1
+    assert "already a fused graph" in one_error_line(capsys)
+
+
+def test_a_second_run_into_its_input_folder_does_not_explain_its_own_overlays(tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "star.png").write_bytes(STAR.read_bytes())
+    for _ in range(2):
+        assert main(["explain", str(DEMO), str(folder), "-o", str(folder)]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["star.map.npy", "star.overlay.png", "star.png"]

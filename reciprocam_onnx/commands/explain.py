@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ImageError, OutputError, ReciproCamError
+from ..errors import ImageError, OptionError, OutputError, ReciproCamError
 from ..io.images import RESIZE_MODES
 from .common import (
     add_option_flags,
@@ -18,6 +18,8 @@ from .common import (
     looks_like_model,
     providers,
 )
+
+OVERLAY_SUFFIX = ".overlay.png"
 
 EXPLAIN_OPTIONS = (
     "block",
@@ -72,6 +74,8 @@ class Explain:
         from ..io.progress import progress
 
         output_folder(args.output)  # before any work: a place that takes files
+        if args.top < 1:
+            raise OptionError(f"--top must be at least 1, not {args.top}")
         model, sources = _model_and_images(args.inputs)
         explainer = open_explainer(model, providers=providers(args), **given_options(args))
         bundled = (
@@ -79,7 +83,8 @@ class Explain:
         )
         print(f"model: {model}{bundled}")
         labels = read_labels(args.labels) if args.labels else explainer.info.model.labels
-        files, missing = _expand(sources)
+        _check_run_options(args, explainer.info.classes, labels)
+        files, missing = _expand(sources, args.output)
         failed = 0
         names: set[str] = set()
         for path in progress(files, len(files), "explaining"):
@@ -101,14 +106,23 @@ class Explain:
         return 0
 
 
+def _check_run_options(args: argparse.Namespace, classes: int, labels) -> None:
+    """--target and --labels against the model, before any image is computed."""
+    if args.target is not None and not 0 <= args.target < classes:
+        raise OptionError(f"--target must lie in 0..{classes - 1} (the model has {classes} classes), not {args.target}")
+    if args.labels is not None and labels is not None and len(labels) != classes:
+        raise OptionError(f"{args.labels} names {len(labels)} classes; the model has {classes}")
+
+
 def _model_and_images(inputs: list[str]) -> tuple[Path, list[Path]]:
     if looks_like_model(inputs[0]):
         return Path(inputs[0]), [Path(p) for p in inputs[1:]]
     return default_model(), [Path(p) for p in inputs]
 
 
-def _expand(sources: list[Path]) -> tuple[list[Path], int]:
-    """Image files from files and folders, and how many sources were missing or empty."""
+def _expand(sources: list[Path], output: Path) -> tuple[list[Path], int]:
+    """Image files from files and folders, and how many sources were missing or empty. In the
+    output folder, this command's own overlays are not inputs."""
     from ..io.images import list_images
 
     if not sources:
@@ -116,6 +130,8 @@ def _expand(sources: list[Path]) -> tuple[list[Path], int]:
     files, missing = [], 0
     for source in sources:
         found = list_images(source) if source.is_dir() else [source] if source.is_file() else []
+        if source.is_dir() and source.resolve() == output.resolve():
+            found = [path for path in found if not path.name.endswith(OVERLAY_SUFFIX)]
         if not found:
             missing += 1
             print(f"skipped {source}: {'no images in folder' if source.is_dir() else 'not found'}", file=sys.stderr)
@@ -140,7 +156,7 @@ def _explain_one(explainer, path: Path, args, labels, name: str) -> None:
     targets = None if args.target is None else [args.target]
     out = explainer.explain(tensor[None], targets=targets)
     picture = png_bytes(overlay(display, out.maps[0]))
-    overlay_path, map_path = args.output / f"{name}.overlay.png", args.output / f"{name}.map.npy"
+    overlay_path, map_path = args.output / f"{name}{OVERLAY_SUFFIX}", args.output / f"{name}.map.npy"
     write_all_atomic(  # the pair, or neither
         {map_path: lambda tmp: np.save(tmp, out.maps[0]), overlay_path: lambda tmp: tmp.write_bytes(picture)}
     )

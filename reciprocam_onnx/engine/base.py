@@ -69,6 +69,8 @@ def check_images(images: np.ndarray, image: ImageInput) -> np.ndarray:
     array = np.asarray(images)
     if array.ndim == 3:
         array = array[None]
+    if array.ndim == 4 and len(array) == 0:
+        raise ImageError("no images given (an empty batch)")
     expected = image.shape(len(array))[1:]
     kind = "raw pixels" if image.takes_raw_pixels else "normalised"
     what = f"[B, {', '.join(map(str, expected))}] {image.dtype} ({kind}, {image.layout})"
@@ -94,7 +96,10 @@ def choose_targets(targets: Targets, scores: np.ndarray, classes: int) -> np.nda
     """The given targets (checked), else the argmax of ``scores`` per image."""
     if targets is None:
         return scores.argmax(axis=1).astype(np.int64)
-    chosen = np.asarray(targets, dtype=np.int64).reshape(-1)
+    given = np.asarray(targets).reshape(-1)
+    if given.dtype.kind not in "iu" and not (given.dtype.kind == "f" and np.all(given == np.round(given))):
+        raise OptionError(f"targets must be whole class indices; got {given.tolist()}")
+    chosen = given.astype(np.int64)
     if chosen.shape != (len(scores),):
         raise OptionError(f"need one target per image: {len(scores)} images, {chosen.size} targets")
     if chosen.min() < 0 or chosen.max() >= classes:

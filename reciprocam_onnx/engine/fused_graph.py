@@ -49,6 +49,8 @@ def fuse(source: ModelSource, options: Options | None = None, **changes: Any) ->
             "do not apply (chunk bounds its memory)"
         )
     model = load_model(source)
+    if FUSED_OPTIONS_KEY in metadata(model):
+        raise OptionError("this model is already a fused graph (it has saliency outputs); fuse the model itself")
     split = split_model(model, options.block, optimize=options.optimize, input_size=options.input_size)
     info = split.info
     check_class_scores(info)
