@@ -228,3 +228,32 @@ def test_a_second_run_into_its_input_folder_does_not_explain_its_own_overlays(tm
     for _ in range(2):
         assert main(["explain", str(DEMO), str(folder), "-o", str(folder)]) == 0
     assert sorted(p.name for p in folder.iterdir()) == ["star.map.npy", "star.overlay.png", "star.png"]
+
+
+# 6. Memory: the budget bounds every run.
+
+
+def test_an_explicit_max_batch_is_capped_by_the_memory_budget(caplog, monkeypatch):
+    from reciprocam_onnx.engine import explainer
+
+    monkeypatch.setitem(explainer.MEMORY_BUDGET_BYTES, "cpu", 64 << 20)
+    with caplog.at_level("WARNING"):
+        ex = Explainer(DEMO, max_batch=10_000)
+    assert ex.max_batch == explainer.budget_max_batch(ex.info, "cpu") < 10_000
+    assert "above the 64 MB budget" in caplog.text
+
+
+def test_many_images_go_through_the_prefix_in_bounded_groups(monkeypatch):
+    """Twenty images in one call: the prefix never holds more than IMAGES_PER_PREFIX_RUN, and every
+    image gets the map it gets alone."""
+    from reciprocam_onnx.engine import explainer
+
+    ex = Explainer(DEMO)
+    x, _ = ex.info.preprocess(STAR)
+    images = np.stack([x * (1 + 0.01 * k) for k in range(20)])
+    seen = []
+    run_prefix = ex._run_prefix
+    monkeypatch.setattr(ex, "_run_prefix", lambda group: seen.append(len(group)) or run_prefix(group))
+    maps = ex.explain(images).maps
+    assert max(seen) <= explainer.IMAGES_PER_PREFIX_RUN and sum(seen) == 20
+    np.testing.assert_allclose(maps[13], ex.explain(images[13:14]).maps[0], atol=1e-6)

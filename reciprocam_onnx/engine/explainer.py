@@ -56,6 +56,7 @@ MEMORY_BUDGET_BYTES = {"cpu": 256 << 20, "cuda": 2 << 30}
 # DeiT-S, 8 copies per run took 0.68 s per image where 40 took 0.79 s and 197 took 0.92 s.
 CPU_TOKENS_PER_RUN = 1536
 SLOTS_PER_3X3 = 10  # a 3x3 copy's weighted tokens plus the shared zero row
+IMAGES_PER_PREFIX_RUN = 8  # images whose prefix outputs are held at once
 
 
 class Explainer:
@@ -131,23 +132,29 @@ class Explainer:
     def predict(self, images: np.ndarray) -> np.ndarray:
         """The unmasked model's scores [B, C] (softmax or logits per ``options.score``)."""
         images = check_images(images, self.info.image)
-        tapped = self._run_prefix(images)
         logits = np.empty((len(images), self.info.classes), np.float32)
-        for image in range(len(images)):
-            self._run_suffix(tapped, image, self._unmasked, out=logits[image : image + 1])
+        for first in range(0, len(images), IMAGES_PER_PREFIX_RUN):
+            group = images[first : first + IMAGES_PER_PREFIX_RUN]
+            tapped = self._run_prefix(group)
+            for image in range(len(group)):
+                self._run_suffix(tapped, image, self._unmasked, out=logits[first + image : first + image + 1])
         return to_scores(logits, self.options.score)
 
     def cell_scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Raw scores before min-max: unmasked [B, C] and per masked copy [B, h*w, C]."""
+        """Raw scores before min-max: unmasked [B, C] and per masked copy [B, h*w, C]. Images go
+        through the prefix IMAGES_PER_PREFIX_RUN at a time: memory does not grow with B."""
         images = check_images(images, self.info.image)
-        tapped = self._run_prefix(images)
         cells = len(self._cells)
         logits = np.empty((len(images), 1 + cells, self.info.classes), np.float32)
-        for image in range(len(images)):
-            self._run_suffix(tapped, image, self._unmasked, out=logits[image, :1])
-            for start in range(0, cells, self.max_batch):
-                end = min(start + self.max_batch, cells)
-                self._run_suffix(tapped, image, self._cells[start:end], out=logits[image, 1 + start : 1 + end])
+        for first in range(0, len(images), IMAGES_PER_PREFIX_RUN):
+            group = images[first : first + IMAGES_PER_PREFIX_RUN]
+            tapped = self._run_prefix(group)
+            for image in range(len(group)):
+                out = logits[first + image]
+                self._run_suffix(tapped, image, self._unmasked, out=out[:1])
+                for start in range(0, cells, self.max_batch):
+                    end = min(start + self.max_batch, cells)
+                    self._run_suffix(tapped, image, self._cells[start:end], out=out[1 + start : 1 + end])
         self._warn_if_unresolved(logits)
         scores = to_scores(logits, self.options.score)
         return scores[:, 0], scores[:, 1:]
@@ -188,6 +195,18 @@ class Explainer:
         self._unmasked = identity_slots(np.ones((1, info.tokens), np.float32))
         self._cells = copy_slots(weights, info.prefix_tokens, info.slots)
         self.max_batch = options.max_batch or default_max_batch(info, self.device)
+        budget = budget_max_batch(info, self.device)
+        if self.max_batch > budget:
+            log.warning(
+                "max_batch=%d would need about %d MB of activations, above the %d MB budget on %s: running %d "
+                "copies at a time",
+                self.max_batch,
+                self.max_batch * _bytes_per_copy(info) >> 20,
+                MEMORY_BUDGET_BYTES[self.device] >> 20,
+                self.device,
+                budget,
+            )
+            self.max_batch = budget
         if info.copies_per_run is not None and self.max_batch > info.copies_per_run:
             if options.max_batch is not None:
                 raise OptionError(
@@ -238,13 +257,22 @@ class Explainer:
             self._suffix.run_with_iobinding(binding)
 
 
+def _bytes_per_copy(info: SplitInfo) -> int:
+    """Activation bytes of one masked copy in the suffix (float32): MLP and attention scores."""
+    heads = max(1, info.width // 64)
+    return 4 * info.tokens * (16 * info.width + 2 * heads * info.tokens)
+
+
+def budget_max_batch(info: SplitInfo, device: str) -> int:
+    """The most copies per suffix run within the device's activation budget (at least 1)."""
+    return max(1, MEMORY_BUDGET_BYTES[device] // _bytes_per_copy(info))
+
+
 def default_max_batch(info: SplitInfo, device: str) -> int:
     """Copies per suffix run: within the device's activation budget, and on CPU about
     CPU_TOKENS_PER_RUN token rows (cache-sized runs are faster there). A copy costs T rows,
     or only its slots when its one block after the tap runs attention on distinct rows."""
-    heads = max(1, info.width // 64)
-    per_row = 4 * info.tokens * (16 * info.width + 2 * heads * info.tokens)
-    rows = MEMORY_BUDGET_BYTES[device] // per_row
+    rows = budget_max_batch(info, device)
     if device == "cpu":
         last = info.block == info.blocks - 1
         computed = info.prefix_tokens + SLOTS_PER_3X3 if info.slots and last else info.tokens
