@@ -76,9 +76,8 @@ def check_images(images: np.ndarray, image: ImageInput) -> np.ndarray:
     what = f"[B, {', '.join(map(str, expected))}] {image.dtype} ({kind}, {image.layout})"
     if array.ndim != 4 or tuple(array.shape[1:]) != tuple(expected):
         raise ImageError(f"images must be {what}; got shape {list(np.shape(images))}")
-    if image.takes_raw_pixels and array.dtype != np.dtype(image.dtype):
-        raise ImageError(f"images must be {what}; got {array.dtype} (reciprocam_onnx.preprocess makes them)")
-    if not image.takes_raw_pixels and array.dtype.kind != "f":
+    wrong_type = array.dtype != np.dtype(image.dtype) if image.takes_raw_pixels else array.dtype.kind != "f"
+    if wrong_type:
         raise ImageError(f"images must be {what}; got {array.dtype} (reciprocam_onnx.preprocess makes them)")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         bad = sorted({int(i) for i in np.argwhere(~np.isfinite(array))[:, 0]})

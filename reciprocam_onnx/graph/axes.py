@@ -281,7 +281,7 @@ def _image_op(node, places, shapes) -> list[Option]:
     if place[0] != 0:
         return []
     if node.op == "Resize" and "axes" not in node.attrs:
-        scales, sizes = (constant_value(t) if t.name else None for t in (node.inputs + [gs.Variable("")] * 4)[2:4])
+        scales, sizes = _optional_constant(node, 2), _optional_constant(node, 3)
         if sizes is not None and sizes.size:  # a fixed batch size in ``sizes``: rewritten like a Reshape's
             return [({out.name: place for out in node.outputs}, {node.name: 0})]
         if scales is None or not scales.size or float(scales[0]) != 1.0:
@@ -414,12 +414,17 @@ def _concat_batch(node, places, shapes) -> list[Option]:
     return [({out.name: place for out in node.outputs}, {node.name: place[0]})]
 
 
+def _optional_constant(node: gs.Node, k: int) -> np.ndarray | None:
+    """The value of the node's optional input ``k``, or None when absent or not constant."""
+    return constant_value(node.inputs[k]) if len(node.inputs) > k and node.inputs[k].name else None
+
+
 def _pad(node, places, shapes) -> list[Option]:
     """The axis passes a Pad that adds nothing to it (Swin pads its grid to whole windows)."""
     if any(t.name in places for t in node.inputs[1:]):
         return []
     pads = node.attrs.get("pads") if len(node.inputs) < 2 else constant_value(node.inputs[1])
-    given = constant_value(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3].name else None
+    given = _optional_constant(node, 3)
     if pads is None:
         return []
     rank = len(shapes[node.inputs[0].name])
