@@ -20,9 +20,17 @@ log = logging.getLogger("reciprocam_onnx")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``reciprocam`` console script."""
-    parser = _parser()
-    args = parser.parse_args(argv)
+    """Entry point of the ``reciprocam`` console script. Ctrl-C at any point, imports included, is one
+    line ("interrupted") and exit code 130."""
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    args = _parser().parse_args(argv)  # imports the verbs, and with them ONNX and NumPy
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
@@ -33,9 +41,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
     except Exception as exc:  # a bug: say so in one line, traceback with --debug
         if args.debug:
             raise

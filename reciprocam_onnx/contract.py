@@ -21,6 +21,7 @@ builds the copies itself; a fused graph returns ``FUSED_OUTPUTS``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, fields
@@ -32,7 +33,7 @@ import onnx
 from .analysis.model_info import ModelInfo
 from .errors import ModelLoadError
 from .graph.model import LAYOUTS, ImageInput, load_model
-from .io.files import output_folder, write_all_atomic
+from .io.files import bytes_writer, output_folder, write_all_atomic
 from .io.images import RESIZE_MODES, preprocess
 
 # prefix outputs = suffix inputs
@@ -51,6 +52,7 @@ FUSED_SPLIT_KEY = "reciprocam.split"
 
 PREFIX_FILE, SUFFIX_FILE, INFO_FILE = "prefix.onnx", "suffix.onnx", "split.json"
 SPLIT_FORMAT = "reciprocam-split/2"
+CHECKSUMS_KEY = "sha256"  # in split.json: {file name: SHA-256 of its bytes}
 READABLE_FORMATS = ("reciprocam-split/1", SPLIT_FORMAT)
 
 
@@ -133,8 +135,9 @@ class SplitInfo:
     @classmethod
     def from_json(cls, text: str) -> SplitInfo:
         data = json.loads(text)
-        if data.pop("format", None) not in READABLE_FORMATS:
+        if not isinstance(data, dict) or data.pop("format", None) not in READABLE_FORMATS:
             raise ModelLoadError(f"split.json is not in format {SPLIT_FORMAT!r}")
+        data.pop(CHECKSUMS_KEY, None)
         data["model"] = ModelInfo.from_dict(data.get("model") or {})
         data["rewrites"] = tuple(Rewrite(*item) for item in data.get("rewrites", ()))
         for key in ("input_shape", "grid", "masked_inputs", "output_shape"):
@@ -153,15 +156,17 @@ class SplitModel:
 
 
 def save_split(split: SplitModel, folder: str | os.PathLike) -> Path:
-    """Write prefix.onnx, suffix.onnx and split.json into ``folder``: all three, or none of them."""
+    """Write prefix.onnx, suffix.onnx and split.json into ``folder``: all three, or none of them.
+
+    split.json is renamed into place last and holds the SHA-256 of both graphs, so a
+    folder torn by a run killed between the renames is refused when read.
+    """
     folder = output_folder(folder)
-    write_all_atomic(
-        {
-            folder / PREFIX_FILE: lambda tmp: tmp.write_bytes(split.prefix.SerializeToString()),
-            folder / SUFFIX_FILE: lambda tmp: tmp.write_bytes(split.suffix.SerializeToString()),
-            folder / INFO_FILE: lambda tmp: tmp.write_text(split.info.to_json() + "\n", encoding="utf-8"),
-        }
-    )
+    blobs = {PREFIX_FILE: split.prefix.SerializeToString(), SUFFIX_FILE: split.suffix.SerializeToString()}
+    data = json.loads(split.info.to_json())
+    data[CHECKSUMS_KEY] = {name: hashlib.sha256(blob).hexdigest() for name, blob in blobs.items()}
+    blobs[INFO_FILE] = (json.dumps(data, indent=2) + "\n").encode("utf-8")
+    write_all_atomic({folder / name: bytes_writer(blob) for name, blob in blobs.items()})
     return folder
 
 
@@ -171,10 +176,26 @@ def is_split_folder(path: str | os.PathLike) -> bool:
 
 
 def load_split(folder: str | os.PathLike) -> SplitModel:
-    """Read a folder written by :func:`save_split`."""
+    """Read a folder written by :func:`save_split`; refuse one whose graphs are not those split.json
+    describes (a torn write, or files swapped or edited by hand)."""
     folder = Path(folder)
     try:
-        info = SplitInfo.from_json((folder / INFO_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError, KeyError) as exc:
+        text = (folder / INFO_FILE).read_text(encoding="utf-8")
+        checksums = json.loads(text).get(CHECKSUMS_KEY) or {}
+        info = SplitInfo.from_json(text)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ModelLoadError(f"{folder / INFO_FILE} is not a readable split description ({exc})") from exc
-    return SplitModel(load_model(folder / PREFIX_FILE), load_model(folder / SUFFIX_FILE), info)
+    graphs = []
+    for name in (PREFIX_FILE, SUFFIX_FILE):
+        path = folder / name
+        try:
+            blob = path.read_bytes()
+        except OSError as exc:
+            raise ModelLoadError(f"split folder {folder} lacks a readable {name} ({exc.strerror or exc})") from None
+        if name in checksums and hashlib.sha256(blob).hexdigest() != checksums[name]:
+            raise ModelLoadError(
+                f"split folder {folder} is torn or edited: {name} is not the graph split.json describes "
+                "(an interrupted write?); split the model again"
+            )
+        graphs.append(load_model(path))
+    return SplitModel(graphs[0], graphs[1], info)

@@ -8,6 +8,7 @@ import onnxruntime as ort
 import pytest
 
 from reciprocam_onnx import Explainer, FusedExplainer, fuse, open_explainer
+from reciprocam_onnx.engine.fused_graph import model_of
 from reciprocam_onnx.errors import OptionError
 from reciprocam_onnx.graph.runtime import make_session
 from tests.conftest import random_images
@@ -44,6 +45,9 @@ def test_fused_graph_equals_explainer_and_model(family, opset, dynamic, exported
     np.testing.assert_allclose(saliency, reference, atol=SALIENCY_TOLERANCE, rtol=0, err_msg=where)
     assert saliency_u8.dtype == np.uint8
     np.testing.assert_array_equal(saliency_u8, np.round(255 * saliency).astype(np.uint8))
+    plain = model_of(fused)  # the model back, without the explanation branch (what eval scores with)
+    assert b"reciprocam/copies/" not in plain.SerializeToString() and len(plain.graph.output) == 1
+    np.testing.assert_array_equal(make_session(plain).run(None, {"input": images})[0], logits)
 
 
 def test_fused_metadata_and_explainer(exported):

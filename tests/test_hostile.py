@@ -6,17 +6,24 @@ Each test reproduces one failure class of issue #13; the list reads as the speci
 from __future__ import annotations
 
 import errno
+import signal
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import pytest
 
-from reciprocam_onnx import Explainer
+from reciprocam_onnx import Explainer, FusedExplainer, fuse
 from reciprocam_onnx.cli import main
-from reciprocam_onnx.errors import ImageError
+from reciprocam_onnx.errors import ImageError, ModelLoadError, OptionError
+from reciprocam_onnx.evaluation import EvalModel, folder_dataset
+from reciprocam_onnx.evaluation.data import read_labels_csv
+from reciprocam_onnx.evaluation.methods import MethodSettings, default_methods, make_methods
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "models" / "shapes_vit.onnx"
@@ -178,6 +185,44 @@ def test_out_of_range_blocks_are_refused_by_split_folders_and_fused_graphs(tmp_p
             assert "out of range" in one_error_line(capsys)
 
 
+KILL_BEFORE_SPLIT_JSON = """
+import os, signal, sys
+real_replace = os.replace
+def replace(src, dst):
+    if str(dst).endswith("split.json"):
+        os.kill(os.getpid(), signal.SIGKILL)  # killed after the new graphs are in place, before split.json
+    return real_replace(src, dst)
+os.replace = replace
+from reciprocam_onnx.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_split_folder_torn_by_a_killed_resplit_is_refused(tmp_path, capsys):
+    """A re-split SIGKILLed between its renames leaves block 2's graphs beside block 1's split.json: the
+    folder is refused in one line, never explained as the wrong block."""
+    folder = tmp_path / "split"
+    assert main(["split", str(DEMO), "--block", "1", "-o", str(folder)]) == 0
+    script = [sys.executable, "-c", KILL_BEFORE_SPLIT_JSON, "split", str(DEMO), "--block", "2", "-o", str(folder)]
+    assert subprocess.run(script, cwd=ROOT, capture_output=True).returncode == -signal.SIGKILL
+    capsys.readouterr()
+    assert main(["explain", str(folder), str(STAR), "-o", str(tmp_path / "out")]) == 1
+    assert "is torn or edited: prefix.onnx" in one_error_line(capsys)
+    assert main(["split", str(DEMO), "--block", "2", "-o", str(folder)]) == 0  # the next split removes the orphan
+    assert sorted(p.name for p in folder.iterdir()) == ["prefix.onnx", "split.json", "suffix.onnx"]
+    assert Explainer(folder).info.block == 2
+
+
+def test_a_split_folder_with_swapped_graphs_is_refused(tmp_path):
+    folder = tmp_path / "split"
+    assert main(["split", str(DEMO), "-o", str(folder)]) == 0
+    prefix, suffix = (folder / "prefix.onnx").read_bytes(), (folder / "suffix.onnx").read_bytes()
+    (folder / "prefix.onnx").write_bytes(suffix)
+    (folder / "suffix.onnx").write_bytes(prefix)
+    with pytest.raises(ModelLoadError, match="torn or edited"):
+        Explainer(folder)
+
+
 # 7. Options and files checked early, one line each.
 
 
@@ -230,6 +275,25 @@ def test_a_second_run_into_its_input_folder_does_not_explain_its_own_overlays(tm
     assert sorted(p.name for p in folder.iterdir()) == ["star.map.npy", "star.overlay.png", "star.png"]
 
 
+CTRL_C_DURING_IMPORT = """
+import sys
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == sys.argv[1]:
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, CtrlC())
+from reciprocam_onnx.cli import main  # as the console script does
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("module", ["numpy", "onnxruntime"])
+def test_ctrl_c_while_importing_is_one_line(module, tmp_path):
+    run = [sys.executable, "-c", CTRL_C_DURING_IMPORT, module, "explain", str(DEMO), str(STAR), "-o", str(tmp_path)]
+    done = subprocess.run(run, cwd=ROOT, capture_output=True, text=True)
+    assert (done.returncode, done.stderr) == (130, "interrupted\n")
+
+
 # 6. Memory: the budget bounds every run.
 
 
@@ -241,6 +305,17 @@ def test_an_explicit_max_batch_is_capped_by_the_memory_budget(caplog, monkeypatc
         ex = Explainer(DEMO, max_batch=10_000)
     assert ex.max_batch == explainer.budget_max_batch(ex.info, "cpu") < 10_000
     assert "above the 64 MB budget" in caplog.text
+
+
+def test_an_absurd_declared_input_is_refused_before_anything_runs(tmp_path, capsys):
+    """A graph declaring a 100000x100000 input would make the shape probe allocate 112 GiB."""
+    model = onnx.load(DEMO)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_value = dims[3].dim_value = 100_000
+    del model.metadata_props[:]  # which name the demo model's 224x224
+    onnx.save(model, tmp_path / "huge.onnx")
+    assert main(["explain", str(tmp_path / "huge.onnx"), str(STAR), "-o", str(tmp_path / "out")]) == 1
+    assert "is 100000x100000 (HxW), above the 4,194,304 pixels" in one_error_line(capsys)
 
 
 def test_many_images_go_through_the_prefix_in_bounded_groups(monkeypatch):
@@ -257,3 +332,54 @@ def test_many_images_go_through_the_prefix_in_bounded_groups(monkeypatch):
     maps = ex.explain(images).maps
     assert max(seen) <= explainer.IMAGES_PER_PREFIX_RUN and sum(seen) == 20
     np.testing.assert_allclose(maps[13], ex.explain(images[13:14]).maps[0], atol=1e-6)
+
+
+# 8. eval: what a labels file says is checked; a fused graph is evaluated as built.
+
+
+def labelled_folder(tmp_path: Path, rows: str) -> Path:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        (folder / name).write_bytes(STAR.read_bytes())
+    (folder / "labels.csv").write_text("file,label,x0,y0,x1,y1\n" + rows)
+    return folder
+
+
+def test_eval_skips_an_image_whose_box_reaches_outside_it(tmp_path, caplog):
+    folder = labelled_folder(tmp_path, "a.png,2,10,10,50,50\nb.png,2,10,10,5000,50\n")
+    dataset = folder_dataset(folder, None, (224, 224))
+    with caplog.at_level("WARNING"):
+        assert [item.name for item in dataset] == ["a.png"]
+    assert dataset.skipped == 1 and "b.png: box (10, 10, 5000, 50) of labels.csv reaches outside the" in caplog.text
+
+
+def test_eval_refuses_a_file_labelled_twice_differently_before_any_work(tmp_path, capsys):
+    folder = labelled_folder(tmp_path, "a.png,1,,,,\nb.png,2,,,,\na.png,3,,,,\n")
+    assert main(["eval", str(DEMO), "--dataset", str(folder), "-o", str(tmp_path / "out")]) == 1
+    assert "line 4: a.png is labelled 3 here and 1 on line 2" in one_error_line(capsys)
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_objects_of_several_classes_leave_an_image_unlabelled_and_say_so(tmp_path, caplog):
+    """A row without a box labels its image; boxes alone label it only when they agree."""
+    folder = labelled_folder(tmp_path, "a.png,1,0,0,9,9\na.png,3,5,5,20,20\nb.png,2,,,,\nb.png,4,0,0,9,9\n")
+    with caplog.at_level("WARNING"):
+        files = read_labels_csv(folder / "labels.csv")
+    assert files == {"a.png": (None, [(1, (0, 0, 9, 9)), (3, (5, 5, 20, 20))]), "b.png": (2, [(4, (0, 0, 9, 9))])}
+    assert "1 images of" in caplog.text and "have boxes of several classes" in caplog.text
+
+
+def test_eval_of_a_fused_graph_uses_its_maps_its_class_names_and_the_plain_model_for_scores():
+    fused = fuse(DEMO)
+    model = EvalModel(fused)
+    plain = Explainer(DEMO)
+    x = plain.info.preprocess(STAR)[0][None]
+    assert model.kernels == ("3x3",) and model.info.model.labels == plain.info.model.labels is not None
+    np.testing.assert_array_equal(
+        model.explainer("3x3").explain(x, [2]).maps, FusedExplainer(fused).explain(x, [2]).maps
+    )
+    np.testing.assert_allclose(model.score_fn(x), plain.predict(x), atol=1e-6)
+    assert default_methods(model) == ["reciprocam-3x3", "rise", "random", "centre"]
+    with pytest.raises(OptionError, match="explains with kernel 3x3 only"):
+        make_methods(model, ["reciprocam-1x1"], MethodSettings())

@@ -294,7 +294,18 @@ def test_optimum_export(tmp_path):
     model.model.save_pretrained(tmp_path / "hf")
     ViTImageProcessor(size={"height": 224, "width": 224}).save_pretrained(tmp_path / "hf")
     packages = tmp_path / "optimum"
-    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(packages), *OPTIMUM]
+    pip = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-cache-dir",
+        "--no-deps",
+        "--target",
+        str(packages),
+        *OPTIMUM,
+    ]
     subprocess.run(pip, check=True, capture_output=True)
     export = [sys.executable, "-m", "optimum.exporters.onnx", "--model", str(tmp_path / "hf")]
     export += ["--task", "image-classification", str(tmp_path / "onnx")]

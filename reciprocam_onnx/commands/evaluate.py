@@ -72,12 +72,12 @@ class Evaluate:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from ..evaluation import METHODS, EvalModel, evaluate, report_markdown, write_report
+        from ..evaluation import EvalModel, evaluate, report_markdown, write_report
         from ..io.files import output_folder
 
         output_folder(args.output)  # before any work: the report must have somewhere to go
         model = EvalModel(args.model or default_model(), Options(**given_options(args)), providers(args))
-        methods = [name.strip() for name in (args.methods or ",".join(METHODS)).split(",") if name.strip()]
+        methods = [name.strip() for name in args.methods.split(",") if name.strip()] if args.methods else None
         result = evaluate(
             model,
             _dataset(args, model),

@@ -39,6 +39,8 @@ from .base import check_class_scores
 
 log = logging.getLogger(__name__)
 
+IMAGE_LOOP = "reciprocam/images/"  # names the nodes that run a static-batch model once per image
+
 
 def fuse(source: ModelSource, options: Options | None = None, **changes: Any) -> onnx.ModelProto:
     """The model plus its ViT-ReciproCAM branch: outputs logits, saliency, saliency_u8."""
@@ -76,6 +78,21 @@ def fused_options(model: onnx.ModelProto) -> tuple[Options, SplitInfo] | None:
     if FUSED_OPTIONS_KEY not in props:
         return None
     return Options.from_fused_json(props[FUSED_OPTIONS_KEY]), SplitInfo.from_json(props[FUSED_SPLIT_KEY])
+
+
+def model_of(fused: onnx.ModelProto) -> onnx.ModelProto:
+    """The model a fused graph was built from: the graph without its explanation branch, returning
+    the logits alone (what eval scores with, at the model's own cost)."""
+    graph = gs.import_onnx(fused)
+    graph.outputs = graph.outputs[:1]
+    for node in graph.nodes:
+        if node.op == "Loop" and node.name.startswith(IMAGE_LOOP):  # a static-batch model's loop over images
+            body = node.attrs["body"]
+            body.outputs = body.outputs[:2]  # the loop's condition and the logits
+            while len(node.outputs) > 1:
+                del node.outputs[-1]
+            body.cleanup()
+    return export_like(graph.cleanup().toposort(), fused)
 
 
 def _core(model: onnx.ModelProto, split: SplitModel, slots: Slots, options: Options) -> gs.Graph:
@@ -225,7 +242,7 @@ def _saliency(b: OpBuilder, cell_scores: gs.Variable, info: SplitInfo) -> gs.Var
 def _loop_over_images(core: gs.Graph, info: SplitInfo) -> gs.Graph:
     """Run a batch-1 core once per image of a dynamic batch (static-batch source models)."""
     outer = gs.Graph(opset=core.opset)
-    b = OpBuilder(outer, "reciprocam/images/")
+    b = OpBuilder(outer, IMAGE_LOOP)
     image = gs.Variable(info.input_name, np.dtype(info.input_dtype), ["batch", *info.image.shape(1)[1:]])
     core_input = core.inputs[0]
     step = gs.Variable(b.name("step"), np.int64, [])

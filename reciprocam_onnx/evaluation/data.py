@@ -20,6 +20,7 @@ from .shapes import generate, make_two_object_sample
 log = logging.getLogger(__name__)
 
 Box = tuple[int, int, int, int]
+Labelled = tuple[int | None, list[tuple[int, Box]]]  # (the image's label or None, its boxes)
 Entry = TypeVar("Entry")
 
 
@@ -130,24 +131,32 @@ def folder_dataset(
 ) -> Dataset:
     """Images of ``folder`` listed in ``labels_csv`` (default FOLDER/labels.csv), first ``n`` files.
 
-    Rows are file,label[,x0,y0,x1,y1]; several rows of one file give several boxes
-    (the image then has a label only if all rows agree).
+    Rows are file,label[,x0,y0,x1,y1] (read_labels_csv says how rows of one file combine). An image
+    with a box reaching outside it is skipped, with a line saying so.
     """
     folder = Path(folder)
-    objects = read_labels_csv(Path(labels_csv) if labels_csv else folder / "labels.csv")
+    files = read_labels_csv(Path(labels_csv) if labels_csv else folder / "labels.csv")
 
-    def load(entry: tuple[str, list[tuple[int, Box | None]]]) -> EvalItem:
-        file, rows = entry
-        classes = {cls for cls, _ in rows}
-        label = classes.pop() if len(classes) == 1 else None
-        boxes = [(cls, box) for cls, box in rows if box is not None]
-        return make_item(file, load_image(folder / file), label, boxes, size, mean, std, resize)
+    def load(entry: tuple[str, Labelled]) -> EvalItem:
+        file, (label, boxes) = entry
+        rgb = load_image(folder / file)
+        height, width = rgb.shape[:2]
+        outside = [box for _, box in boxes if box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height]
+        if outside:
+            raise ImageError(f"{file}: box {outside[0]} of labels.csv reaches outside the {width}x{height} image")
+        return make_item(file, rgb, label, boxes, size, mean, std, resize)
 
-    return Dataset(f"folder {folder}", list(objects.items())[:n], load)
+    return Dataset(f"folder {folder}", list(files.items())[:n], load)
 
 
-def read_labels_csv(path: Path) -> dict[str, list[tuple[int, Box | None]]]:
-    """file -> [(label, box or None)] from a CSV with a file,label[,x0,y0,x1,y1] header."""
+def read_labels_csv(path: Path) -> dict[str, Labelled]:
+    """file -> (label, boxes) from a CSV with a file,label[,x0,y0,x1,y1] header.
+
+    A row without a box labels the image; rows with boxes add objects. An image's label is that of
+    its rows without a box (which must agree: OptionError), else the class of its boxes when they are
+    all one class, else None (objects of several classes: explained for the model's prediction, and
+    logged).
+    """
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
@@ -157,10 +166,34 @@ def read_labels_csv(path: Path) -> dict[str, list[tuple[int, Box | None]]]:
         raise OptionError(f"cannot read labels file {path}: {exc}") from exc
     if not {"file", "label"} <= columns or not rows:
         raise OptionError(f"{path} needs a header file,label[,x0,y0,x1,y1] and at least one row")
-    objects: dict[str, list[tuple[int, Box | None]]] = {}
+    stated: dict[str, tuple[int, int]] = {}  # file -> (label, line) of its rows without a box
+    boxes: dict[str, list[tuple[int, Box]]] = {}
     for line, row in enumerate(rows, start=2):
-        objects.setdefault(row["file"], []).append(_parse_row(row, f"{path} line {line}"))
-    return objects
+        file = row["file"]
+        label, box = _parse_row(row, f"{path} line {line}")
+        boxes.setdefault(file, [])
+        if box is not None:
+            boxes[file].append((label, box))
+        elif stated.setdefault(file, (label, line))[0] != label:
+            first, first_line = stated[file]
+            raise OptionError(f"{path} line {line}: {file} is labelled {label} here and {first} on line {first_line}")
+    files: dict[str, Labelled] = {}
+    several: list[str] = []
+    for file, objects in boxes.items():
+        classes = {cls for cls, _ in objects}
+        known = stated[file][0] if file in stated else classes.pop() if len(classes) == 1 else None
+        several += [file] if known is None else []
+        files[file] = (known, objects)
+    if several:
+        log.warning(
+            "%d images of %s have boxes of several classes and no row without a box to label them (%s%s): "
+            "they are explained for the model's prediction",
+            len(several),
+            path,
+            ", ".join(several[:3]),
+            ", ..." if len(several) > 3 else "",
+        )
+    return files
 
 
 def _parse_row(row: dict, where: str) -> tuple[int, Box | None]:

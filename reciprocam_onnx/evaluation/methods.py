@@ -10,7 +10,10 @@ import numpy as np
 import onnx
 
 from ..contract import SplitInfo, is_split_folder
+from ..engine.base import SaliencyExplainer
 from ..engine.explainer import Explainer
+from ..engine.fused_explainer import open_explainer
+from ..engine.fused_graph import fused_options, model_of
 from ..engine.scores import to_scores
 from ..errors import OptionError, onnxruntime_errors
 from ..graph.model import load_model
@@ -27,7 +30,8 @@ class EvalModel:
     all from one split.
 
     ``options`` set the cut and the copies (block, cls_token, residual, max_batch, ...); the kernel
-    is chosen per method and scores are always softmax, as the metrics need.
+    is chosen per method and scores are always softmax, as the metrics need. A fused graph is
+    evaluated as built: its own maps (its one kernel, its scores), and the model inside it for scores.
     """
 
     def __init__(
@@ -41,10 +45,16 @@ class EvalModel:
         if clash:
             raise OptionError(f"eval sets {', '.join(clash)} itself; pick methods instead")
         self.source = model
-        base = Explainer(model, options.updated(score=SOFTMAX), providers=providers)
-        self._explainers = {kernel: base.with_options(kernel=kernel) for kernel in KERNELS}
-        folder = not isinstance(model, onnx.ModelProto) and is_split_folder(model)
-        self._forward = None if folder else make_session(load_model(model), providers)
+        proto = None if not isinstance(model, onnx.ModelProto) and is_split_folder(model) else load_model(model)
+        self._explainers: dict[str, SaliencyExplainer]
+        if proto is not None and fused_options(proto) is not None:
+            fused = open_explainer(proto, options, providers=providers)  # refuses options it was not built with
+            self._explainers = {fused.options.kernel: fused}
+            proto = model_of(proto)
+        else:
+            base = Explainer(model, options.updated(score=SOFTMAX), providers=providers)
+            self._explainers = {kernel: base.with_options(kernel=kernel) for kernel in KERNELS}
+        self._forward = None if proto is None else make_session(proto, providers)
 
     @property
     def name(self) -> str:
@@ -52,16 +62,25 @@ class EvalModel:
 
     @property
     def info(self) -> SplitInfo:
-        return self.explainer(KERNELS[0]).info
+        return next(iter(self._explainers.values())).info
 
-    def explainer(self, kernel: str) -> Explainer:
+    @property
+    def kernels(self) -> tuple[str, ...]:
+        """The kernels it explains with: both, or a fused graph's own."""
+        return tuple(self._explainers)
+
+    def explainer(self, kernel: str) -> SaliencyExplainer:
         """The explainer with ``kernel``."""
+        if kernel not in self._explainers:
+            raise OptionError(
+                f"this fused graph explains with kernel {self.kernels[0]} only; evaluate the model itself for {kernel}"
+            )
         return self._explainers[kernel]
 
     def score_fn(self, images: np.ndarray) -> np.ndarray:
         """Softmax scores [N, C] of the unmasked model (one forward pass of the whole batch)."""
         if self._forward is None:  # a split folder: prefix + suffix, image by image
-            return self.explainer(KERNELS[0]).predict(images)
+            return self.explainer(self.kernels[0]).predict(images)
         info = self.info
         with onnxruntime_errors("running the model"):
             if info.static_batch is not None:
@@ -117,8 +136,16 @@ METHODS: dict[str, Callable[[EvalModel, MethodSettings], MapFn]] = {
 }
 
 
-def make_methods(model: EvalModel, names: Sequence[str], settings: MethodSettings) -> dict[str, MapFn]:
-    """name -> function(images [B,3,H,W], targets [B]) -> maps [B, h, w] in [0, 1]."""
+def default_methods(model: EvalModel) -> list[str]:
+    """Every method that applies to ``model`` (a fused graph has one kernel)."""
+    kernel = {f"reciprocam-{k}": k for k in KERNELS}
+    return [name for name in METHODS if name not in kernel or kernel[name] in model.kernels]
+
+
+def make_methods(model: EvalModel, names: Sequence[str] | None, settings: MethodSettings) -> dict[str, MapFn]:
+    """name -> function(images [B,3,H,W], targets [B]) -> maps [B, h, w] in [0, 1]; ``names`` None:
+    the default methods."""
+    names = default_methods(model) if names is None else names
     unknown = [name for name in names if name not in METHODS]
     if unknown or not names:
         given = ", ".join(unknown) if unknown else "none given"

@@ -15,7 +15,7 @@ from ..errors import ImageError, InternalError, OptionError
 from ..io.progress import progress as progress_bar
 from ..options import Options
 from .data import Dataset, EvalItem
-from .methods import METHODS, EvalModel, MapFn, MethodSettings, make_methods
+from .methods import EvalModel, MapFn, MethodSettings, make_methods
 from .metrics import (
     adcc,
     deletion_auc,
@@ -182,7 +182,7 @@ class _Evaluation:
 def evaluate(
     model: EvalModel | str | os.PathLike | onnx.ModelProto,
     dataset: Dataset,
-    methods: Sequence[str] = tuple(METHODS),
+    methods: Sequence[str] | None = None,
     rise_masks: int = 2000,
     batch_size: int = 16,
     progress: bool = True,
@@ -194,7 +194,8 @@ def evaluate(
 ) -> dict:
     """Every metric of every method over ``dataset``; see the package docstring.
 
-    ``model`` is an EvalModel or a model for one (with ``options``). ``auc_steps``: deletion and
+    ``model`` is an EvalModel or a model for one (with ``options``); ``methods`` default to all that
+    apply (METHODS; a fused graph has only its own kernel). ``auc_steps``: deletion and
     insertion steps (None: one grid cell per step). The result holds "model", "dataset", "n",
     "skipped", "accuracy", "settings", "methods" (name -> metrics), "pointing_game_by_class"
     (name -> class label -> {"pointing_game", "n"}, over the images with a box for their target)

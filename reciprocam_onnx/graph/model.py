@@ -31,6 +31,9 @@ def load_model(source: ModelSource) -> onnx.ModelProto:
 
 
 LAYOUTS = ("NCHW", "NHWC")
+# a ViT's attention grows with the square of its tokens: 2048x2048 at patch 16 is 16384 tokens, and
+# attention scores of 1 GB per head; a declared input above this is refused before anything runs
+MAX_INPUT_PIXELS = int(os.environ.get("RECIPROCAM_MAX_INPUT_PIXELS", 2048 * 2048))
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,11 @@ def image_input(model: onnx.ModelProto, size: tuple[int, ...] | None = None) -> 
     if height is None or width is None or channels is None:
         raise GraphStructureError(
             f"input {value.name!r} leaves its size open ({dims}): give it (--input-size H W, or input_size=(H, W))"
+        )
+    if height * width > MAX_INPUT_PIXELS:
+        raise GraphStructureError(
+            f"input {value.name!r} is {height}x{width} (HxW), above the {MAX_INPUT_PIXELS:,} pixels that "
+            "reciprocam-onnx runs a ViT at (RECIPROCAM_MAX_INPUT_PIXELS); give a smaller --input-size if it allows one"
         )
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
     return ImageInput(value.name, channels, height, width, dims[0], dtype, layout)

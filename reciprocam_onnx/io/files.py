@@ -1,13 +1,16 @@
 """Outputs: locations checked before any work, files written atomically, and in complete sets.
 
 A reader never sees a half-written file, and a set of files (a map and its
-overlay, a split folder) is written all or nothing. Failures are
+overlay, a split folder) is written all or nothing. A writer killed outright
+(SIGKILL, power loss) leaves hidden temporaries that name its process; the
+next write of the same file removes them. Failures are
 ``OutputError``s: one line naming the file and the reason.
 """
 
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -56,14 +59,15 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     return path
 
 
-def write_all_atomic(writers: Mapping[str | os.PathLike, Callable[[Path], object]]) -> list[Path]:
+def write_all_atomic(writers: Mapping[Path, Callable[[Path], object]]) -> list[Path]:
     """Write every file of ``writers`` (path -> write(tmp)) to temporaries, then rename them all into
     place: all of them or, when any write fails, none (OutputError)."""
     temporaries: list[tuple[Path, Path]] = []
     try:
         for target, write in writers.items():
             final = Path(target)
-            fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=final.suffix, dir=final.parent)
+            _remove_orphans(final)
+            fd, name = tempfile.mkstemp(prefix=_temporary_prefix(final), suffix=final.suffix, dir=final.parent)
             os.close(fd)
             temporaries.append((Path(name), final))
             write(Path(name))
@@ -79,9 +83,37 @@ def write_all_atomic(writers: Mapping[str | os.PathLike, Callable[[Path], object
     return [Path(p) for p in writers]
 
 
+def _temporary_prefix(final: Path) -> str:
+    """Temporaries of ``final`` are hidden and name the process writing them: '.map.npy.4242.x1y2.npy'."""
+    return f".{final.name}.{os.getpid()}."
+
+
+def _remove_orphans(final: Path) -> None:
+    """Remove temporaries of ``final`` left by a writer that was killed (its process is gone)."""
+    for leftover in final.parent.glob(f".{glob.escape(final.name)}.*{glob.escape(final.suffix)}"):
+        pid = leftover.name[len(final.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but is not ours
+        return True
+    return True
+
+
+def bytes_writer(data: bytes) -> Callable[[Path], object]:
+    """A writer (for write_atomic, write_all_atomic) of ``data``."""
+    return lambda tmp: tmp.write_bytes(data)
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically."""
-    return write_atomic(path, lambda tmp: tmp.write_bytes(data))
+    return write_atomic(path, bytes_writer(data))
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
