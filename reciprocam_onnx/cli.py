@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from .errors import UserError
@@ -19,14 +21,34 @@ BUG_EXIT = 70  # EX_SOFTWARE
 log = logging.getLogger("reciprocam_onnx")
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (a scheduler stopping the job): unwinds like Ctrl-C."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``reciprocam`` console script. Ctrl-C at any point, imports included, is one
-    line ("interrupted") and exit code 130."""
+    line ("interrupted", exit code 130), SIGTERM likewise ("terminated", 143); files written before
+    either are whole."""
+    previous = signal.signal(signal.SIGTERM, _terminate) if _in_main_thread() else None
     try:
         return _run(argv)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def _run(argv: Sequence[str] | None) -> int:

@@ -51,9 +51,11 @@ FUSED_OPTIONS_KEY = "reciprocam.fused"
 FUSED_SPLIT_KEY = "reciprocam.split"
 
 PREFIX_FILE, SUFFIX_FILE, INFO_FILE = "prefix.onnx", "suffix.onnx", "split.json"
-SPLIT_FORMAT = "reciprocam-split/2"
-CHECKSUMS_KEY = "sha256"  # in split.json: {file name: SHA-256 of its bytes}
-READABLE_FORMATS = ("reciprocam-split/1", SPLIT_FORMAT)
+SPLIT_FORMAT = "reciprocam-split/3"
+# in split.json: SHA-256 of prefix.onnx, of suffix.onnx, and (under "split.json") of every entry but
+# "model", which may be edited (class names, mean, std); the rest describes the graphs and may not
+CHECKSUMS_KEY = "sha256"
+EDITABLE_KEY = "model"
 
 
 def projected_name(k: int) -> str:
@@ -135,8 +137,11 @@ class SplitInfo:
     @classmethod
     def from_json(cls, text: str) -> SplitInfo:
         data = json.loads(text)
-        if not isinstance(data, dict) or data.pop("format", None) not in READABLE_FORMATS:
-            raise ModelLoadError(f"split.json is not in format {SPLIT_FORMAT!r}")
+        written = data.pop("format", None) if isinstance(data, dict) else None
+        if written != SPLIT_FORMAT:
+            older = isinstance(written, str) and written.startswith("reciprocam-split/")
+            why = f"written by another version of reciprocam-onnx ({written})" if older else "not a split description"
+            raise ModelLoadError(f"{why}; split (or fuse) the model again with this version")
         data.pop(CHECKSUMS_KEY, None)
         data["model"] = ModelInfo.from_dict(data.get("model") or {})
         data["rewrites"] = tuple(Rewrite(*item) for item in data.get("rewrites", ()))
@@ -164,7 +169,7 @@ def save_split(split: SplitModel, folder: str | os.PathLike) -> Path:
     folder = output_folder(folder)
     blobs = {PREFIX_FILE: split.prefix.SerializeToString(), SUFFIX_FILE: split.suffix.SerializeToString()}
     data = json.loads(split.info.to_json())
-    data[CHECKSUMS_KEY] = {name: hashlib.sha256(blob).hexdigest() for name, blob in blobs.items()}
+    data[CHECKSUMS_KEY] = {name: _sha256(blob) for name, blob in blobs.items()} | {INFO_FILE: _fixed_part(data)}
     blobs[INFO_FILE] = (json.dumps(data, indent=2) + "\n").encode("utf-8")
     write_all_atomic({folder / name: bytes_writer(blob) for name, blob in blobs.items()})
     return folder
@@ -176,15 +181,24 @@ def is_split_folder(path: str | os.PathLike) -> bool:
 
 
 def load_split(folder: str | os.PathLike) -> SplitModel:
-    """Read a folder written by :func:`save_split`; refuse one whose graphs are not those split.json
-    describes (a torn write, or files swapped or edited by hand)."""
+    """Read a folder written by :func:`save_split`; refuse one whose graphs or graph facts are not those
+    it was written with (a torn write, files swapped, split.json edited outside its "model" entry)."""
     folder = Path(folder)
     try:
         text = (folder / INFO_FILE).read_text(encoding="utf-8")
-        checksums = json.loads(text).get(CHECKSUMS_KEY) or {}
+        data = json.loads(text)
         info = SplitInfo.from_json(text)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise ModelLoadError(f"{folder / INFO_FILE} is not a readable split description ({exc})") from exc
+        checksums = data[CHECKSUMS_KEY]
+        expected = {name: str(checksums[name]) for name in (PREFIX_FILE, SUFFIX_FILE, INFO_FILE)}
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{folder / INFO_FILE}: {exc}") from None
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ModelLoadError(f"{folder / INFO_FILE} is not a readable split description ({exc})") from None
+    if _fixed_part(data) != expected[INFO_FILE]:
+        raise ModelLoadError(
+            f"{folder / INFO_FILE} was edited outside its {EDITABLE_KEY!r} entry (class names, mean, std), "
+            "which alone may change; split the model again"
+        )
     graphs = []
     for name in (PREFIX_FILE, SUFFIX_FILE):
         path = folder / name
@@ -192,10 +206,20 @@ def load_split(folder: str | os.PathLike) -> SplitModel:
             blob = path.read_bytes()
         except OSError as exc:
             raise ModelLoadError(f"split folder {folder} lacks a readable {name} ({exc.strerror or exc})") from None
-        if name in checksums and hashlib.sha256(blob).hexdigest() != checksums[name]:
+        if _sha256(blob) != expected[name]:
             raise ModelLoadError(
                 f"split folder {folder} is torn or edited: {name} is not the graph split.json describes "
                 "(an interrupted write?); split the model again"
             )
         graphs.append(load_model(path))
     return SplitModel(graphs[0], graphs[1], info)
+
+
+def _sha256(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _fixed_part(data: dict) -> str:
+    """The checksum of split.json's entries that describe the graphs (all but "model" and the checksums)."""
+    fixed = {key: value for key, value in data.items() if key not in (EDITABLE_KEY, CHECKSUMS_KEY)}
+    return _sha256(json.dumps(fixed, sort_keys=True).encode("utf-8"))

@@ -10,12 +10,14 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 
 from reciprocam_onnx import Explainer, FusedExplainer, fuse
@@ -144,6 +146,25 @@ def test_non_finite_images_are_refused(capsys, tmp_path):
     err = capsys.readouterr().err
     assert "contain NaN or infinite values" in err and "complex64 values" in err
     assert not list((tmp_path / "o").glob("*.npy"))
+
+
+def test_scores_that_overflow_are_refused_not_mapped():
+    """Finite images the model overflows on (NaN/Inf logits) give no map: argmax of NaN would name class 0."""
+    ex = Explainer(DEMO)
+    x, _ = ex.info.preprocess(STAR)
+    with pytest.raises(ImageError, match=r"NaN or infinite scores for image\(s\) 1 of 2"):
+        ex.explain(np.stack([x, x * 1e38]))
+
+
+def test_a_model_with_corrupt_weights_is_refused(tmp_path, capsys):
+    model = onnx.load(DEMO)
+    weight = next(i for i in model.graph.initializer if len(i.dims) == 2)
+    poisoned = onnx.numpy_helper.to_array(weight).copy()
+    poisoned[0, 0] = np.nan
+    weight.CopyFrom(onnx.numpy_helper.from_array(poisoned, weight.name))
+    onnx.save(model, tmp_path / "nan.onnx")
+    assert main(["explain", str(tmp_path / "nan.onnx"), str(STAR), "-o", str(tmp_path / "out")]) == 1
+    assert "returns NaN or infinite logits for a test input" in one_error_line(capsys)
 
 
 def test_raw_pixels_given_to_a_float_model_are_warned_about(caplog):
@@ -292,6 +313,60 @@ def test_ctrl_c_while_importing_is_one_line(module, tmp_path):
     run = [sys.executable, "-c", CTRL_C_DURING_IMPORT, module, "explain", str(DEMO), str(STAR), "-o", str(tmp_path)]
     done = subprocess.run(run, cwd=ROOT, capture_output=True, text=True)
     assert (done.returncode, done.stderr) == (130, "interrupted\n")
+
+
+def start_batch(tmp_path: Path, images: int = 12) -> tuple[subprocess.Popen, Path]:
+    """`reciprocam explain` over a folder of ``images`` images, started as a user would; returns once the
+    first pair is written."""
+    folder, out = tmp_path / "images", tmp_path / "out"
+    folder.mkdir()
+    for k in range(images):
+        (folder / f"{k:02d}.png").write_bytes(STAR.read_bytes())
+    command = [sys.executable, "-m", "reciprocam_onnx.cli", "explain", str(DEMO), str(folder), "-o", str(out)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while not list(out.glob("*.overlay.png")) and process.poll() is None:
+        time.sleep(0.01)
+    return process, out
+
+
+def written(out: Path) -> dict[str, set[str]]:
+    """stem -> the kinds written for it, each checked readable whole; hidden temporaries under '.'."""
+    kinds: dict[str, set[str]] = {}
+    for path in out.iterdir():
+        if path.name.startswith("."):
+            kinds.setdefault(".", set()).add(path.name)
+            continue
+        stem, kind = path.name.split(".", 1)
+        assert (np.load(path).shape == (14, 14)) if kind == "map.npy" else cv2.imread(str(path)) is not None
+        kinds.setdefault(stem, set()).add(kind)
+    return kinds
+
+
+@pytest.mark.parametrize(
+    "signum, code, line", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_a_batch_stopped_by_ctrl_c_or_sigterm_says_so_and_keeps_whole_pairs(signum, code, line, tmp_path):
+    process, out = start_batch(tmp_path)
+    process.send_signal(signum)
+    assert process.wait(timeout=60) == code
+    assert process.stderr is not None and process.stderr.read().strip().splitlines()[-1] == line
+    pairs = written(out)
+    assert pairs and all(kinds == {"map.npy", "overlay.png"} for kinds in pairs.values()), pairs  # no temporaries
+
+
+def test_a_batch_killed_outright_leaves_only_whole_files_and_a_rerun_completes_it(tmp_path):
+    process, out = start_batch(tmp_path)
+    process.kill()
+    process.wait(timeout=60)
+    for stem, kinds in written(out).items():  # an overlay is renamed into place after its map
+        assert stem == "." or kinds in ({"map.npy"}, {"map.npy", "overlay.png"}), (stem, kinds)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "reciprocam_onnx.cli", "explain", str(DEMO), str(tmp_path / "images"), "-o", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+    )
+    assert rerun.returncode == 0
+    assert written(out) == {f"{k:02d}": {"map.npy", "overlay.png"} for k in range(12)}  # orphans removed
 
 
 # 6. Memory: the budget bounds every run.

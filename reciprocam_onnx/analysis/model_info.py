@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -43,33 +44,60 @@ class ModelInfo:
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelInfo:
-        return cls(**{f.name: None if data.get(f.name) is None else tuple(data[f.name]) for f in fields(cls)})
+        """From :meth:`to_dict`'s form; ValueError naming the first field that is not what it says."""
+        if not isinstance(data, dict):
+            raise ValueError(f"model facts must be a mapping, not {type(data).__name__}")
+        return cls(**{f.name: checked(f.name, data.get(f.name)) for f in fields(cls)})
+
+
+def checked(name: str, value: object) -> tuple | None:
+    """``value`` as the tuple ModelInfo keeps in field ``name`` (None stays None); ValueError if it is not
+    a list of class names, of finite numbers (std above 0), or an input size of two whole numbers above 0."""
+    if value is None:
+        return None
+    items = tuple(value) if isinstance(value, (list, tuple)) else None
+    if name == "labels":
+        if items is None or not all(isinstance(v, str) for v in items):
+            raise ValueError(f"labels must be a list of class names, not {value!r:.80}")
+        return items
+    numbers = items is not None and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items)
+    if name == "input_size":
+        if not numbers or len(items or ()) != 2 or not all(isinstance(v, int) and v > 0 for v in items or ()):
+            raise ValueError(f"input_size must be two whole numbers above 0 (height, width), not {value!r:.80}")
+        return items
+    if not numbers or not items or not all(math.isfinite(v) and (name != "std" or v > 0) for v in items):
+        above = " above 0" if name == "std" else ""
+        raise ValueError(f"{name} must be a list of finite numbers{above} (one per channel), not {value!r:.80}")
+    return tuple(float(v) for v in items)
+
+
+FIELDS = tuple(f.name for f in fields(ModelInfo))
 
 
 def read_model_info(model: onnx.ModelProto, path: Path | None = None) -> ModelInfo:
     """Collect labels/mean/std from the model's metadata, then its folder's manifest."""
     props = metadata(model)
-    found = {}
-    for key in ("labels", "mean", "std", "input_size"):
-        try:
-            found[key] = tuple(json.loads(props[key])) if key in props else None
-        except (ValueError, TypeError):
-            log.warning("ignoring unreadable metadata %r", key)
-            found[key] = None
-    info = ModelInfo(**found)
+    info = ModelInfo(**{key: _usable(key, props.get(key), "metadata", parse=True) for key in FIELDS})
     if path is not None:
         manifest = _manifest_entry(Path(path))
-        info = replace(
-            info,
-            **{
-                k: tuple(manifest[v])
-                for k, v in (("labels", "classes"), ("mean", "mean"), ("std", "std"))
-                if getattr(info, k) is None and manifest.get(v)
-            },
-        )
+        names = {"labels": "classes", "mean": "mean", "std": "std"}
+        from_manifest = {k: _usable(k, manifest.get(v), "manifest.json") for k, v in names.items()}
+        info = replace(info, **{k: v for k, v in from_manifest.items() if getattr(info, k) is None})
         hugging_face = _hugging_face_configs(Path(path).parent)
-        info = replace(info, **{k: v for k, v in hugging_face.items() if getattr(info, k) is None})
+        from_hf = {k: _usable(k, v, "Hugging Face config") for k, v in hugging_face.items()}
+        info = replace(info, **{k: v for k, v in from_hf.items() if getattr(info, k) is None})
     return info
+
+
+def _usable(key: str, value: object, source: str, parse: bool = False) -> tuple | None:
+    """``value`` checked for field ``key``; None, with a warning, when it is not usable."""
+    if value is None:
+        return None
+    try:
+        return checked(key, json.loads(str(value)) if parse else value)
+    except ValueError as exc:
+        log.warning("ignoring %s %r: %s", source, key, exc)
+        return None
 
 
 def _hugging_face_configs(folder: Path) -> dict:
@@ -85,7 +113,7 @@ def _hugging_face_configs(folder: Path) -> dict:
                 found[key] = tuple(processor[name])
     size = processor.get("crop_size") if processor.get("do_center_crop") else processor.get("size")
     if isinstance(size, dict) and {"height", "width"} <= set(size):
-        found["input_size"] = (int(size["height"]), int(size["width"]))
+        found["input_size"] = (size["height"], size["width"])
     elif isinstance(config.get("image_size"), int):
         found["input_size"] = (config["image_size"],) * 2
     return found

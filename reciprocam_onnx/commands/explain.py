@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageError, OptionError, OutputError, ReciproCamError
-from ..io.images import RESIZE_MODES
+from ..io.images import RESIZE_MODES, load_npy
 from .common import (
     add_option_flags,
     add_runtime_flags,
@@ -172,18 +172,7 @@ def _load(explainer, path: Path, resize: str) -> tuple[np.ndarray, np.ndarray]:
         return info.preprocess(path, resize)
     if info.image.takes_raw_pixels or info.input_layout != "NCHW":
         raise ImageError(f"{path}: .npy tensors are for float NCHW models; give this model an image file")
-    try:
-        tensor = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise ImageError(f"cannot read {path} as a .npy tensor ({exc})") from None
-    if tensor.dtype.kind not in "fiu":
-        raise ImageError(f"{path} holds {tensor.dtype} values; it must hold real numbers (a normalised image)")
-    tensor = tensor.astype(np.float32)
-    tensor = tensor[0] if tensor.ndim == 4 and len(tensor) == 1 else tensor
-    if tensor.shape != tuple(info.input_shape):
-        raise ImageError(
-            f"{path} holds a tensor of shape {list(tensor.shape)}; the model takes {list(info.input_shape)}"
-        )
+    tensor = load_npy(path, info.input_shape)
     return tensor, _denormalise(tensor, mean, std)
 
 

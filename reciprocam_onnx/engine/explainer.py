@@ -46,7 +46,7 @@ from ..options import CUT, PRECISIONS, Options, resolve
 from ..rewrites import PRECISION_PASSES, Surgery, run_passes
 from ..split.pipeline import resolve_block, split_model
 from .base import Explanation, Targets, check_class_scores, check_images, choose_targets
-from .scores import minmax_normalise, to_scores, unresolved
+from .scores import check_finite, minmax_normalise, to_scores, unresolved
 from .suffix import engine_suffix
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,7 @@ class Explainer:
             tapped = self._run_prefix(group)
             for image in range(len(group)):
                 self._run_suffix(tapped, image, self._unmasked, out=logits[first + image : first + image + 1])
+        check_finite(logits)
         return to_scores(logits, self.options.score)
 
     def cell_scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -155,6 +156,7 @@ class Explainer:
                 for start in range(0, cells, self.max_batch):
                     end = min(start + self.max_batch, cells)
                     self._run_suffix(tapped, image, self._cells[start:end], out=out[1 + start : 1 + end])
+        check_finite(logits)
         self._warn_if_unresolved(logits)
         scores = to_scores(logits, self.options.score)
         return scores[:, 0], scores[:, 1:]

@@ -19,7 +19,7 @@ from ..split.pipeline import resolve_block
 from .base import Explanation, SaliencyExplainer, Targets, check_images, choose_targets
 from .explainer import Explainer
 from .fused_graph import fused_options
-from .scores import to_scores
+from .scores import check_finite, to_scores
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class FusedExplainer:
         images = check_images(images, self.info.image)
         with onnxruntime_errors("running the fused graph"):
             logits, saliency = self._session.run(list(FUSED_OUTPUTS[:2]), {self.info.input_name: images})
+        check_finite(logits)
         return to_scores(logits, self.options.score), saliency
 
     def explain(self, images: np.ndarray, targets: Targets = None) -> Explanation:

@@ -29,7 +29,7 @@ from ..contract import FUSED_OPTIONS_KEY, FUSED_OUTPUTS, FUSED_SPLIT_KEY, NORMED
 from ..copies.build import CopyTables, copy_inputs
 from ..copies.masks import cell_weights
 from ..copies.slots import EMPTY, Slots, copy_slots
-from ..errors import OptionError
+from ..errors import ModelLoadError, OptionError
 from ..graph.builder import OpBuilder
 from ..graph.export import export_like
 from ..graph.model import ModelSource, load_model, metadata
@@ -77,7 +77,10 @@ def fused_options(model: onnx.ModelProto) -> tuple[Options, SplitInfo] | None:
     props = metadata(model)
     if FUSED_OPTIONS_KEY not in props:
         return None
-    return Options.from_fused_json(props[FUSED_OPTIONS_KEY]), SplitInfo.from_json(props[FUSED_SPLIT_KEY])
+    try:
+        return Options.from_fused_json(props[FUSED_OPTIONS_KEY]), SplitInfo.from_json(props[FUSED_SPLIT_KEY])
+    except (ModelLoadError, ValueError, TypeError, KeyError) as exc:
+        raise ModelLoadError(f"the fused graph's metadata ({FUSED_SPLIT_KEY}) is not readable: {exc}") from None
 
 
 def model_of(fused: onnx.ModelProto) -> onnx.ModelProto:

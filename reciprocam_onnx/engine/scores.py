@@ -8,6 +8,18 @@ from ..errors import ImageError
 from ..options import SCORES
 
 
+def check_finite(logits: np.ndarray) -> None:
+    """ImageError naming the images (first axis) whose logits hold NaN or infinity: a map made from
+    them would be meaningless (float16 overflow, or corrupt weights)."""
+    bad = np.flatnonzero(~np.isfinite(logits.reshape(len(logits), -1)).all(axis=1))
+    if bad.size:
+        shown = ", ".join(map(str, bad[:5].tolist())) + (", ..." if bad.size > 5 else "")
+        raise ImageError(
+            f"the model returned NaN or infinite scores for image(s) {shown} of {len(logits)}; no map can be "
+            "made from them (a float16 model that overflows, or corrupt weights)"
+        )
+
+
 def to_scores(logits: np.ndarray, score: str) -> np.ndarray:
     """Softmax over the last axis (float64), or the logits themselves (``score``, Options.score).
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..io.files import write_text_atomic
-from ..io.overlay import overlay, save_png
+from ..io.files import bytes_writer, write_all_atomic
+from ..io.overlay import overlay, png_bytes
 
 COLUMNS = (
     ("pointing_game", "PG ↑"),
@@ -28,17 +28,17 @@ COLUMNS = (
 
 
 def write_report(result: dict, folder: str | os.PathLike) -> list[Path]:
-    """Write report.json, report.md and examples.png into ``folder``; returns their paths."""
+    """Write report.json, report.md and examples.png into ``folder``, all or none; returns their paths."""
     folder = Path(folder)
     summary = {key: value for key, value in result.items() if key != "examples"}
-    paths = [
-        write_text_atomic(folder / "report.json", json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n"),
-        write_text_atomic(folder / "report.md", report_markdown(result)),
-    ]
+    report = json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n"
+    files = {
+        folder / "report.json": bytes_writer(report.encode("utf-8")),
+        folder / "report.md": bytes_writer(report_markdown(result).encode("utf-8")),
+    }
     if result.get("examples"):
-        save_png(folder / "examples.png", examples_grid(result["examples"]))
-        paths.append(folder / "examples.png")
-    return paths
+        files[folder / "examples.png"] = bytes_writer(png_bytes(examples_grid(result["examples"])))
+    return write_all_atomic(files)
 
 
 def json_safe(value):

@@ -27,7 +27,28 @@ def load_model(source: ModelSource) -> onnx.ModelProto:
         raise ModelLoadError(f"{path} is not a valid ONNX model ({type(exc).__name__}: {exc})") from exc
     if not model.graph.node:
         raise ModelLoadError(f"{path} is not a valid ONNX model (its graph has no nodes)")
+    where = _not_text(model)
+    if where:
+        raise ModelLoadError(f"{path} is not a valid ONNX model (its {where} is not UTF-8 text: a corrupt file?)")
     return model
+
+
+def _not_text(message) -> str | None:
+    """The first string field of ``message`` (or of a message inside it) holding bytes that are not UTF-8;
+    protobuf hands those back as bytes, and they would fail later, far from here."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    for field, value in message.ListFields():
+        if field.type not in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_MESSAGE):
+            continue
+        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+        for item in value if repeated else [value]:
+            if field.type == FieldDescriptor.TYPE_STRING:
+                if not isinstance(item, str):
+                    return f"{message.DESCRIPTOR.name}.{field.name}"
+            elif where := _not_text(item):
+                return where
+    return None
 
 
 LAYOUTS = ("NCHW", "NHWC")

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import onnx
 
-from ..errors import onnxruntime_errors
+from ..errors import OnnxRuntimeError, onnxruntime_errors
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,6 @@ def resolve_providers(providers: Sequence[str] | None) -> list[str]:
 
 def make_session(model: onnx.ModelProto | str | os.PathLike, providers: Sequence[str] | None = None):
     """An InferenceSession for ``model`` (a ModelProto or a file, the leaner) on the resolved providers."""
-    import onnxruntime as ort
 
     wanted = resolve_providers(providers)
     if CUDA in wanted and not cuda_usable():
@@ -90,8 +89,7 @@ def make_session(model: onnx.ModelProto | str | os.PathLike, providers: Sequence
     # exact float32 on CUDA: TensorFloat-32 moved the demo model's maps by up to 0.07 (0.0004 without)
     requested: list[str | tuple[str, dict[str, str]]] = [(CUDA, {"use_tf32": "0"}) if p == CUDA else p for p in wanted]
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    with onnxruntime_errors("loading a graph"):
-        session = ort.InferenceSession(source, session_options(), providers=requested)
+    session = _create(source, session_options(), requested)
     log.debug("session providers: %s", session.get_providers())
     return session
 
@@ -105,14 +103,27 @@ def lean_session(model: onnx.ModelProto | str | os.PathLike):
     options.enable_cpu_mem_arena = False
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.add_session_config_entry("session.disable_prepacking", "1")
-    with onnxruntime_errors("loading a graph"):
-        if not isinstance(model, onnx.ModelProto):
-            return ort.InferenceSession(str(model), options, providers=[CPU])
-        with tempfile.TemporaryDirectory(prefix="reciprocam-") as folder:  # a file costs ORT less than bytes
-            path = os.path.join(folder, "model.onnx")
-            with open(path, "wb") as file:
-                file.write(model.SerializeToString())
-            return ort.InferenceSession(path, options, providers=[CPU])
+    if not isinstance(model, onnx.ModelProto):
+        return _create(str(model), options, [CPU])
+    with tempfile.TemporaryDirectory(prefix="reciprocam-") as folder:  # a file costs ORT less than bytes
+        path = os.path.join(folder, "model.onnx")
+        with open(path, "wb") as file:
+            file.write(model.SerializeToString())
+        return _create(path, options, [CPU])
+
+
+def _create(source: bytes | str, options, providers: Sequence):
+    """An InferenceSession; ORT's own failure report (printed, then retried on CPU) is kept off stdout,
+    and any failure, a name that is not UTF-8 included, is one OnnxRuntimeError."""
+    import onnxruntime as ort
+
+    with onnxruntime_errors("loading a graph"), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            return ort.InferenceSession(source, options, providers=providers)
+        except UnicodeError as exc:
+            raise OnnxRuntimeError(
+                f"ONNX Runtime failed while loading a graph: a name in it is not text ({exc})"
+            ) from None
 
 
 def release_memory() -> None:

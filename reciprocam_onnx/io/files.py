@@ -9,11 +9,13 @@ next write of the same file removes them. Failures are
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import os
+import signal
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from ..errors import OutputError
@@ -45,20 +47,6 @@ def output_file(path: str | os.PathLike) -> Path:
     return path
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
-
-    Whatever ``write`` returns (a byte count, say) is ignored.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create {path.parent}: {exc.strerror or exc}", exc.errno in STOPPING) from exc
-    write_all_atomic({path: write})
-    return path
-
-
 def write_all_atomic(writers: Mapping[Path, Callable[[Path], object]]) -> list[Path]:
     """Write every file of ``writers`` (path -> write(tmp)) to temporaries, then rename them all into
     place: all of them or, when any write fails, none (OutputError)."""
@@ -72,8 +60,9 @@ def write_all_atomic(writers: Mapping[Path, Callable[[Path], object]]) -> list[P
             temporaries.append((Path(name), final))
             write(Path(name))
             os.chmod(name, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        for temporary, final in temporaries:
-            os.replace(temporary, final)
+        with _signals_held():  # Ctrl-C or SIGTERM lands after the renames, not between them
+            for temporary, final in temporaries:
+                os.replace(temporary, final)
     except OSError as exc:
         where = temporaries[-1][1] if temporaries else Path(next(iter(writers), ""))
         raise OutputError(f"cannot write {where}: {exc.strerror or exc}", exc.errno in STOPPING) from exc
@@ -81,6 +70,20 @@ def write_all_atomic(writers: Mapping[Path, Callable[[Path], object]]) -> list[P
         for temporary, _ in temporaries:
             temporary.unlink(missing_ok=True)
     return [Path(p) for p in writers]
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back while the block runs (where the platform can), then let them in."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _temporary_prefix(final: Path) -> str:
@@ -107,18 +110,19 @@ def _alive(pid: int) -> bool:
 
 
 def bytes_writer(data: bytes) -> Callable[[Path], object]:
-    """A writer (for write_atomic, write_all_atomic) of ``data``."""
+    """A writer of ``data``, for write_all_atomic."""
     return lambda tmp: tmp.write_bytes(data)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically."""
-    return write_atomic(path, bytes_writer(data))
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    return write_bytes_atomic(path, text.encode("utf-8"))
+    """Write ``data`` to ``path`` (its folder created if needed) atomically."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {path.parent}: {exc.strerror or exc}", exc.errno in STOPPING) from exc
+    write_all_atomic({path: bytes_writer(data)})
+    return path
 
 
 def _umask() -> int:

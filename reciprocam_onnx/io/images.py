@@ -33,15 +33,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     """An image file as RGB uint8 [H, W, 3]; ImageError if it cannot be read."""
     import cv2
 
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"image not found: {path}")
-    size = path.stat().st_size
-    if size > MAX_IMAGE_BYTES:
-        raise ImageError(
-            f"{path} is {size / 2**20:.0f} MB, above the {MAX_IMAGE_BYTES / 2**20:.0f} MB limit "
-            "(RECIPROCAM_MAX_IMAGE_BYTES)"
-        )
+    path = _readable_file(path, "image")
     data = np.fromfile(str(path), dtype=np.uint8)
     try:
         image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
@@ -55,6 +47,37 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     if image.shape[0] * image.shape[1] > MAX_IMAGE_PIXELS:
         raise ImageError(f"{path} has {image.shape[1]}x{image.shape[0]} pixels, above the limit {MAX_IMAGE_PIXELS}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def load_npy(path: str | os.PathLike, shape: tuple[int, ...]) -> np.ndarray:
+    """A .npy file holding one real-valued tensor of ``shape`` (or [1, *shape]), as float32; ImageError
+    if it cannot be read or holds anything else."""
+    path = _readable_file(path, ".npy tensor")
+    try:
+        tensor = np.load(path, allow_pickle=False)
+    except Exception as exc:  # numpy's header parser raises ValueError, SyntaxError, MemoryError, ...
+        raise ImageError(f"cannot read {path} as a .npy tensor ({type(exc).__name__}: {exc})") from None
+    if not isinstance(tensor, np.ndarray) or tensor.dtype.kind not in "fiu":
+        kind = tensor.dtype if isinstance(tensor, np.ndarray) else type(tensor).__name__
+        raise ImageError(f"{path} holds {kind} values; it must hold real numbers (a normalised image)")
+    tensor = tensor[0] if tensor.ndim == len(shape) + 1 and len(tensor) == 1 else tensor
+    if tensor.shape != tuple(shape):
+        raise ImageError(f"{path} holds a tensor of shape {list(tensor.shape)}; the model takes {list(shape)}")
+    return tensor.astype(np.float32)
+
+
+def _readable_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` if it is a file within MAX_IMAGE_BYTES, else ImageError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{what} not found: {path}")
+    size = path.stat().st_size
+    if size > MAX_IMAGE_BYTES:
+        raise ImageError(
+            f"{path} is {size / 2**20:.0f} MB, above the {MAX_IMAGE_BYTES / 2**20:.0f} MB limit "
+            "(RECIPROCAM_MAX_IMAGE_BYTES)"
+        )
+    return path
 
 
 def fit_image(image: np.ndarray, size: tuple[int, int], mode: str = RESIZE_MODES[0]) -> np.ndarray:

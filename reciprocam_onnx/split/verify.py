@@ -32,6 +32,11 @@ def verify_split(original: onnx.ModelProto | Path, split: SplitModel, tolerance:
     """
     with onnxruntime_errors("verifying the split"):
         expected, errors = _errors(original, split)
+    if not np.isfinite(expected).all():
+        raise SplitMismatchError(
+            "the model itself returns NaN or infinite logits for a test input (corrupt weights?): it cannot be "
+            "split or explained"
+        )
     tolerance = tolerance if tolerance is not None else TOLERANCE.get(split.info.dtype, TOLERANCE["float16"])
     scale = max(1.0, float(np.abs(expected).max()))
     error = float(max(errors)) / scale
