@@ -201,3 +201,18 @@ def test_split_says_which_rewrites_applied_and_why_not(tmp_path):
     assert "batch-dynamic yes" in line and "hoist yes" in line
     assert "head-rows no (the head reads every token row" in line
     assert "slots no (the query axis cannot be followed through Add node" in line
+
+
+def test_preprocess_writes_the_input_explain_would_build(tmp_path, capsys):
+    from pathlib import Path
+
+    from reciprocam_onnx import Explainer
+
+    root = Path(__file__).resolve().parents[1]
+    demo, star = root / "models" / "shapes_vit.onnx", root / "examples" / "images" / "star.png"
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    assert main(["preprocess", str(demo), str(star), str(tmp_path / "broken.png"), "-o", str(tmp_path / "out")]) == 1
+    assert "skipped" in capsys.readouterr().err
+    written = np.load(tmp_path / "out" / "star.input.npy")
+    np.testing.assert_array_equal(written, Explainer(demo).info.preprocess(star)[0][None])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["star.input.npy"]

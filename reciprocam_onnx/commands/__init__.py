@@ -8,6 +8,7 @@ from typing import Protocol
 from .evaluate import Evaluate
 from .explain import Explain
 from .fuse import Fuse
+from .preprocess import Preprocess
 from .split import Split
 
 
@@ -20,4 +21,4 @@ class Command(Protocol):
     def register(cls, sub: argparse._SubParsersAction) -> None: ...
 
 
-COMMANDS: list[type[Command]] = [Explain, Split, Fuse, Evaluate]
+COMMANDS: list[type[Command]] = [Explain, Split, Fuse, Evaluate, Preprocess]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelLoadError
+from ..errors import ImageError, ModelLoadError
 from ..options import Options
 
 MODEL_SUFFIXES = (".onnx",)
@@ -75,3 +76,39 @@ def default_model() -> Path:
             data = json.loads(manifest.read_text(encoding="utf-8"))
             return manifest.parent / data["models"][data["default"]]["file"]
     raise ModelLoadError("no model given and no bundled models/manifest.json found; pass MODEL.onnx first")
+
+
+def model_and_images(inputs: list[str]) -> tuple[Path, list[Path]]:
+    """([MODEL] IMAGE...) -> (the model, or the bundled one when the first input is not a model; the images)."""
+    if looks_like_model(inputs[0]):
+        return Path(inputs[0]), [Path(p) for p in inputs[1:]]
+    return default_model(), [Path(p) for p in inputs]
+
+
+def expand_images(sources: list[Path], output: Path, skip_suffix: str) -> tuple[list[Path], int]:
+    """Image files from files and folders, and how many sources were missing or empty (each reported
+    on stderr). In the output folder, files ending in ``skip_suffix`` (the command's own) are not inputs."""
+    from ..io.images import list_images
+
+    if not sources:
+        raise ImageError("no images given")
+    files, missing = [], 0
+    for source in sources:
+        found = list_images(source) if source.is_dir() else [source] if source.is_file() else []
+        if source.is_dir() and source.resolve() == output.resolve():
+            found = [path for path in found if not path.name.endswith(skip_suffix)]
+        if not found:
+            missing += 1
+            print(f"skipped {source}: {'no images in folder' if source.is_dir() else 'not found'}", file=sys.stderr)
+        files.extend(found)
+    return files, missing
+
+
+def unique_name(stem: str, used: set[str]) -> str:
+    """``stem``, or stem-2, stem-3, ... when an earlier input had the same stem."""
+    name, k = stem, 1
+    while name in used:
+        k += 1
+        name = f"{stem}-{k}"
+    used.add(name)
+    return name

@@ -13,10 +13,11 @@ from ..io.images import RESIZE_MODES, load_npy
 from .common import (
     add_option_flags,
     add_runtime_flags,
-    default_model,
+    expand_images,
     given_options,
-    looks_like_model,
+    model_and_images,
     providers,
+    unique_name,
 )
 
 OVERLAY_SUFFIX = ".overlay.png"
@@ -76,7 +77,7 @@ class Explain:
         output_folder(args.output)  # before any work: a place that takes files
         if args.top < 1:
             raise OptionError(f"--top must be at least 1, not {args.top}")
-        model, sources = _model_and_images(args.inputs)
+        model, sources = model_and_images(args.inputs)
         explainer = open_explainer(model, providers=providers(args), **given_options(args))
         bundled = (
             " (the bundled demo model: give MODEL first to explain another)" if model != Path(args.inputs[0]) else ""
@@ -84,12 +85,12 @@ class Explain:
         print(f"model: {model}{bundled}")
         labels = read_labels(args.labels) if args.labels else explainer.info.model.labels
         _check_run_options(args, explainer.info.classes, labels)
-        files, missing = _expand(sources, args.output)
+        files, missing = expand_images(sources, args.output, skip_suffix=OVERLAY_SUFFIX)
         failed = 0
         names: set[str] = set()
         for path in progress(files, len(files), "explaining"):
             try:
-                _explain_one(explainer, path, args, labels, _unique(path.stem, names))
+                _explain_one(explainer, path, args, labels, unique_name(path.stem, names))
             except OutputError as exc:
                 failed += 1
                 if exc.stops:  # a full or read-only disk: no later image can be written either
@@ -112,40 +113,6 @@ def _check_run_options(args: argparse.Namespace, classes: int, labels) -> None:
         raise OptionError(f"--target must lie in 0..{classes - 1} (the model has {classes} classes), not {args.target}")
     if args.labels is not None and labels is not None and len(labels) != classes:
         raise OptionError(f"{args.labels} names {len(labels)} classes; the model has {classes}")
-
-
-def _model_and_images(inputs: list[str]) -> tuple[Path, list[Path]]:
-    if looks_like_model(inputs[0]):
-        return Path(inputs[0]), [Path(p) for p in inputs[1:]]
-    return default_model(), [Path(p) for p in inputs]
-
-
-def _expand(sources: list[Path], output: Path) -> tuple[list[Path], int]:
-    """Image files from files and folders, and how many sources were missing or empty. In the
-    output folder, this command's own overlays are not inputs."""
-    from ..io.images import list_images
-
-    if not sources:
-        raise ImageError("no images given")
-    files, missing = [], 0
-    for source in sources:
-        found = list_images(source) if source.is_dir() else [source] if source.is_file() else []
-        if source.is_dir() and source.resolve() == output.resolve():
-            found = [path for path in found if not path.name.endswith(OVERLAY_SUFFIX)]
-        if not found:
-            missing += 1
-            print(f"skipped {source}: {'no images in folder' if source.is_dir() else 'not found'}", file=sys.stderr)
-        files.extend(found)
-    return files, missing
-
-
-def _unique(stem: str, used: set[str]) -> str:
-    name, k = stem, 1
-    while name in used:
-        k += 1
-        name = f"{stem}-{k}"
-    used.add(name)
-    return name
 
 
 def _explain_one(explainer, path: Path, args, labels, name: str) -> None:
