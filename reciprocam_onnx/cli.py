@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .errors import UserError
 
@@ -30,17 +31,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     line ("interrupted", exit code 130), SIGTERM likewise ("terminated", 143); files written before
     either are whole."""
     previous = signal.signal(signal.SIGTERM, _terminate) if _in_main_thread() else None
+    code = 1
     try:
-        return _run(argv)
+        code = _run(argv)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        code = 130
     except Terminated:
         print("terminated", file=sys.stderr)
-        return 143
+        code = 143
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        files = sys.modules.get("reciprocam_onnx.io.files")
+        if code != 0 and files is not None:
+            files.remove_empty_created()  # an output folder made for a run that wrote nothing
+    return code
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and exit code 1, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"error: {message} (see {self.prog} --help)\n")
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -52,11 +65,17 @@ def _in_main_thread() -> bool:
 
 
 def _run(argv: Sequence[str] | None) -> int:
-    args = _parser().parse_args(argv)  # imports the verbs, and with them ONNX and NumPy
+    try:
+        args = _parser().parse_args(argv)  # imports the verbs, and with them ONNX and NumPy
+    except SystemExit as done:  # --help (0), or a usage error already printed in one line (1)
+        return done.code if isinstance(done.code, int) else 1
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
+        from .io.limits import check_limits
+
+        check_limits()  # a bad RECIPROCAM_* variable: one line, before any work
         return args.run(args)
     except UserError as exc:
         if args.debug:
@@ -86,7 +105,7 @@ def _origin(exc: BaseException) -> str:
 def _parser() -> argparse.ArgumentParser:
     from .commands import COMMANDS
 
-    parser = argparse.ArgumentParser(prog="reciprocam", description="ViT-ReciproCAM saliency maps for ONNX ViTs")
+    parser = _Parser(prog="reciprocam", description="ViT-ReciproCAM saliency maps for ONNX ViTs")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

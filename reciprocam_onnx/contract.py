@@ -177,7 +177,7 @@ def save_split(split: SplitModel, folder: str | os.PathLike) -> Path:
 
 def is_split_folder(path: str | os.PathLike) -> bool:
     """True if ``path`` is a folder written by :func:`save_split`."""
-    return (Path(path) / INFO_FILE).is_file()
+    return isinstance(path, (str, os.PathLike)) and (Path(path) / INFO_FILE).is_file()
 
 
 def load_split(folder: str | os.PathLike) -> SplitModel:

@@ -69,8 +69,8 @@ class Options:
             object.__setattr__(self, "input_size", tuple(size))
         for name in ("max_batch", "chunk"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise OptionError(f"{name} must be a whole number of at least 1, not {value!r}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**31):
+                raise OptionError(f"{name} must be a whole number from 1 to {2**31 - 1}, not {value!r}")
 
     def updated(self, **changes: Any) -> Options:
         """A copy with ``changes`` (option names checked)."""

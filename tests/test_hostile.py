@@ -6,6 +6,7 @@ Each test reproduces one failure class of issue #13; the list reads as the speci
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import struct
 import subprocess
@@ -20,10 +21,10 @@ import onnx
 import onnx.numpy_helper
 import pytest
 
-from reciprocam_onnx import Explainer, FusedExplainer, fuse
+from reciprocam_onnx import Explainer, FusedExplainer, fuse, split_model
 from reciprocam_onnx.cli import main
 from reciprocam_onnx.errors import ImageError, ModelLoadError, OptionError
-from reciprocam_onnx.evaluation import EvalModel, folder_dataset
+from reciprocam_onnx.evaluation import EvalModel, evaluate, folder_dataset
 from reciprocam_onnx.evaluation.data import read_labels_csv
 from reciprocam_onnx.evaluation.methods import MethodSettings, default_methods, make_methods
 
@@ -120,8 +121,8 @@ def test_image_bombs_are_skipped_and_the_batch_goes_on(name, data, needle, tmp_p
 def test_files_above_the_size_limit_are_refused_before_reading(monkeypatch, tmp_path):
     from reciprocam_onnx.io import images
 
-    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 100)
-    with pytest.raises(ImageError, match="above the 0 MB limit"):
+    monkeypatch.setenv("RECIPROCAM_MAX_IMAGE_BYTES", "100")
+    with pytest.raises(ImageError, match="is [0-9]+ bytes, above the 100 bytes limit"):
         images.load_image(STAR)
 
 
@@ -261,7 +262,7 @@ def test_run_options_are_checked_before_any_image(extra, needle, tmp_path, capsy
         (folder / f"{name}.png").write_bytes(STAR.read_bytes())
     assert main(["explain", str(DEMO), str(folder), *extra, "-o", str(tmp_path / "out")]) == 1
     assert needle in one_error_line(capsys)
-    assert not list((tmp_path / "out").iterdir())
+    assert not (tmp_path / "out").exists()  # no empty folder left either
 
 
 def test_a_labels_file_that_does_not_fit_the_model_is_refused(tmp_path, capsys):
@@ -433,7 +434,7 @@ def test_eval_refuses_a_file_labelled_twice_differently_before_any_work(tmp_path
     folder = labelled_folder(tmp_path, "a.png,1,,,,\nb.png,2,,,,\na.png,3,,,,\n")
     assert main(["eval", str(DEMO), "--dataset", str(folder), "-o", str(tmp_path / "out")]) == 1
     assert "line 4: a.png is labelled 3 here and 1 on line 2" in one_error_line(capsys)
-    assert not list((tmp_path / "out").iterdir())
+    assert not (tmp_path / "out").exists()  # no empty folder left either
 
 
 def test_objects_of_several_classes_leave_an_image_unlabelled_and_say_so(tmp_path, caplog):
@@ -458,3 +459,130 @@ def test_eval_of_a_fused_graph_uses_its_maps_its_class_names_and_the_plain_model
     assert default_methods(model) == ["reciprocam-3x3", "rise", "random", "centre"]
     with pytest.raises(OptionError, match="explains with kernel 3x3 only"):
         make_methods(model, ["reciprocam-1x1"], MethodSettings())
+
+
+# A second round of hostile cases (a probe of 159 cases found these 40; each class is covered here).
+
+
+def test_fuse_refuses_outputs_that_are_not_new_or_regular_files(tmp_path, capsys):
+    model = tmp_path / "model.onnx"
+    model.write_bytes(DEMO.read_bytes())
+    os.mkfifo(tmp_path / "pipe")
+    for output, needle in (
+        (tmp_path / "pipe", "is not a regular file"),
+        (f"{tmp_path}/newdir/", "names a folder"),
+        (model, "is the input itself"),
+        (tmp_path / ("a" * 300), "File name too long"),
+    ):
+        assert main(["fuse", str(model), "-o", str(output)]) == 1, output
+        assert needle in one_error_line(capsys)
+    assert model.read_bytes() == DEMO.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["fuse", str(DEMO), "--chunk", "99999999999999999999"], "chunk must be a whole number from 1 to"),
+        (["explain", str(STAR), "--block", "two"], "argument --block: invalid int value: 'two'"),
+        (["eval", str(DEMO), "--n", "2", "--seed", "-5", "--methods", "centre"], "seed must be a whole number"),
+    ],
+)
+def test_option_values_out_of_any_range_are_one_line(args, needle, tmp_path, capsys):
+    assert main([*args, "-o", str(tmp_path / "out.onnx")]) == 1
+    assert needle in one_error_line(capsys)
+    assert not (tmp_path / "out.onnx").exists()  # nor an empty folder left by the failed run
+
+
+def test_a_bad_limit_variable_is_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("RECIPROCAM_MAX_IMAGE_PIXELS", "-1")
+    assert main(["explain", str(STAR), "-o", str(tmp_path / "out")]) == 1
+    assert "RECIPROCAM_MAX_IMAGE_PIXELS must be a whole number above 0, not '-1'" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "row, needle",
+    [("a.png,3,0,0,inf,50", "finite numbers"), ("a.png,3,10,10,,", "give all of x0,y0,x1,y1 or none, not 2")],
+)
+def test_labels_csv_rows_that_are_not_boxes_are_refused(row, needle, tmp_path):
+    folder = labelled_folder(tmp_path, row + "\n")
+    with pytest.raises(OptionError, match=needle):
+        read_labels_csv(folder / "labels.csv")
+
+
+def test_files_saved_with_a_byte_order_mark_read_as_written(tmp_path, capsys):
+    folder = labelled_folder(tmp_path, "")
+    (folder / "labels.csv").write_text("\ufefffile,label\na.png,3\n", encoding="utf-8")
+    assert read_labels_csv(folder / "labels.csv") == {"a.png": (3, [])}
+    names = [f"c{k}" for k in range(10)]
+    (tmp_path / "names.txt").write_text("\ufeff" + "\n".join(names) + "\n", encoding="utf-8")
+    assert main(["explain", str(DEMO), str(STAR), "--labels", str(tmp_path / "names.txt"), "-o", str(tmp_path)]) == 0
+    assert "target: c3\n" in capsys.readouterr().out
+    (tmp_path / "names.txt").write_text("\n".join(["c0", *names[:9]]), encoding="utf-8")
+    assert main(["explain", str(DEMO), str(STAR), "--labels", str(tmp_path / "names.txt"), "-o", str(tmp_path)]) == 1
+    assert "names 'c0' more than once" in one_error_line(capsys)
+
+
+def test_a_folder_in_the_place_of_one_file_of_a_set_writes_none_of_it(tmp_path, capsys):
+    (tmp_path / "out" / "star.overlay.png").mkdir(parents=True)
+    assert main(["explain", str(DEMO), str(STAR), "-o", str(tmp_path / "out")]) == 1
+    assert "star.overlay.png: a folder or other non-file is in its place" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["star.overlay.png"]
+    (tmp_path / "split" / "split.json").mkdir(parents=True)
+    assert main(["split", str(DEMO), "-o", str(tmp_path / "split")]) == 1
+    assert "split.json: a folder or other non-file is in its place" in one_error_line(capsys)
+    assert sorted(p.name for p in (tmp_path / "split").iterdir()) == ["split.json"]
+
+
+def test_a_failed_run_leaves_no_empty_output_folder(tmp_path, capsys):
+    assert main(["explain", str(tmp_path / "missing.onnx"), str(STAR), "-o", str(tmp_path / "a" / "b")]) == 1
+    assert "model file not found" in one_error_line(capsys)
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_symbolic_link_loop_in_a_folder_is_reported_and_skipped(tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "star.png").write_bytes(STAR.read_bytes())
+    (folder / "loop.png").symlink_to(folder / "loop.png")
+    assert main(["explain", str(DEMO), str(folder), "-o", str(tmp_path / "out")]) == 1
+    assert "loop.png is a symbolic link that leads nowhere" in capsys.readouterr().err
+    assert (tmp_path / "out" / "star.overlay.png").is_file()
+
+
+def test_a_fused_graph_is_not_split_and_a_model_with_several_outputs_says_which_it_explains(tmp_path, caplog):
+    fused = tmp_path / "fused.onnx"
+    onnx.save(fuse(DEMO), fused)
+    with pytest.raises(OptionError, match="is a fused graph"):
+        split_model(fused)
+    model = onnx.load(DEMO)
+    model.graph.output.append(onnx.helper.make_tensor_value_info("extra", onnx.TensorProto.FLOAT, None))
+    model.graph.node.append(onnx.helper.make_node("Neg", [model.graph.output[0].name], ["extra"]))
+    with caplog.at_level("WARNING"):
+        split_model(model)
+    assert "the model has 2 outputs" in caplog.text and "explaining the first" in caplog.text
+
+
+def test_api_arguments_of_the_wrong_kind_raise_the_package_errors(tmp_path):
+    ex = Explainer(DEMO)
+    with pytest.raises(ImageError):
+        ex.explain(None)
+    with pytest.raises(ImageError):
+        ex.explain([[1, 2], [3]])
+    with pytest.raises(ModelLoadError):
+        Explainer(123)
+    with pytest.raises(OptionError, match="list of provider names"):
+        Explainer(DEMO, providers="CPUExecutionProvider")
+    folder = labelled_folder(tmp_path, "a.png,3\n")
+    for bad in ({"size": (0, 0)}, {"resize": "bogus"}, {"n": -1}):
+        with pytest.raises(OptionError):
+            folder_dataset(folder, None, **{"size": (224, 224), **bad})
+    dataset = folder_dataset(folder, None, (224, 224))
+    for bad in ({"batch_size": 2.5}, {"seed": -1}):
+        with pytest.raises(OptionError):
+            evaluate(ex_model(), dataset, ["centre"], progress=False, **bad)
+    with pytest.raises(OptionError, match="must be a Dataset"):
+        evaluate(ex_model(), [1, 2, 3], ["centre"], progress=False)
+
+
+def ex_model():
+    return EvalModel(DEMO)

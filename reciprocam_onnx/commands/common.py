@@ -94,7 +94,7 @@ def expand_images(sources: list[Path], output: Path, skip_suffix: str) -> tuple[
         raise ImageError("no images given")
     files, missing = [], 0
     for source in sources:
-        found = list_images(source) if source.is_dir() else [source] if source.is_file() else []
+        found = list_images(source) if source.is_dir() else [source] if source.is_file() or source.is_symlink() else []
         if source.is_dir() and source.resolve() == output.resolve():
             found = [path for path in found if not path.name.endswith(skip_suffix)]
         if not found:

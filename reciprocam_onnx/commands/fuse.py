@@ -20,7 +20,7 @@ class Fuse:
     def register(cls, sub) -> None:
         parser = sub.add_parser(cls.name, help=str(cls.__doc__).splitlines()[0], description=cls.__doc__)
         parser.add_argument("model", type=Path, help="ViT classifier, .onnx")
-        parser.add_argument("-o", "--output", type=Path, required=True, help="fused .onnx to write")
+        parser.add_argument("-o", "--output", type=str, required=True, help="fused .onnx to write")
         add_option_flags(parser, (*FUSED, "input_size"))
         parser.set_defaults(run=cls.run)
 
@@ -29,8 +29,8 @@ class Fuse:
         from ..engine.fused_graph import fuse
         from ..io.files import output_file, write_bytes_atomic
 
-        output_file(args.output)  # before any work
+        output = output_file(args.output, inputs=(args.model,))  # before any work
         fused = fuse(args.model, **given_options(args))
-        write_bytes_atomic(args.output, fused.SerializeToString())
-        print(f"wrote {args.output}: outputs {', '.join(FUSED_OUTPUTS)} ({args.output.stat().st_size / 1e6:.1f} MB)")
+        write_bytes_atomic(output, fused.SerializeToString())
+        print(f"wrote {args.output}: outputs {', '.join(FUSED_OUTPUTS)} ({output.stat().st_size / 1e6:.1f} MB)")
         return 0

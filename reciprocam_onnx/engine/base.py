@@ -66,7 +66,13 @@ def check_images(images: np.ndarray, image: ImageInput) -> np.ndarray:
     Float models take normalised pixels of any float type (cast to the model's);
     integer (uint8) models take raw pixels of their own type.
     """
-    array = np.asarray(images)
+    try:
+        array = np.asarray(images)
+    except (TypeError, ValueError) as exc:  # ragged nested lists, say
+        what = type(images).__name__
+        raise ImageError(f"images must be an array [B, ...] of the model's input; got {what} ({exc})") from None
+    if array.dtype == object or array.ndim == 0:
+        raise ImageError(f"images must be a numeric array [B, ...] of the model's input; got {type(images).__name__}")
     if array.ndim == 3:
         array = array[None]
     if array.ndim == 4 and len(array) == 0:

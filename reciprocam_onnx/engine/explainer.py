@@ -295,5 +295,5 @@ def _load_split(model: str | os.PathLike | onnx.ModelProto, options: Options, ex
         if "input_size" in explicit and options.input_size != info.input_shape[1:]:
             raise OptionError(f"{model} was split for {info.input_shape[1:]} inputs; re-split it to change that")
         return split
-    source = model if isinstance(model, onnx.ModelProto) else Path(model)
+    source = model if not isinstance(model, (str, os.PathLike)) else Path(model)  # load_model says what is wrong
     return split_model(source, options.block, optimize=options.optimize, input_size=options.input_size)

@@ -106,6 +106,7 @@ def fit_box(box: Box, source_hw: tuple[int, int], size: tuple[int, int], mode: s
 
 def shapes_dataset(n: int, seed: int, size: tuple[int, int], mean=None, std=None, two_objects: bool = False) -> Dataset:
     """``n`` synthetic shapes images generated on the fly; image ``i`` depends only on (seed, i)."""
+    _check_fit(size, RESIZE_MODES[0])
     side = max(size)
 
     def load(index: int) -> EvalItem:
@@ -134,6 +135,9 @@ def folder_dataset(
     Rows are file,label[,x0,y0,x1,y1] (read_labels_csv says how rows of one file combine). An image
     with a box reaching outside it is skipped, with a line saying so.
     """
+    _check_fit(size, resize)
+    if n is not None and (not isinstance(n, int) or n < 1):
+        raise OptionError(f"n must be a whole number of at least 1, not {n!r}")
     folder = Path(folder)
     files = read_labels_csv(Path(labels_csv) if labels_csv else folder / "labels.csv")
 
@@ -158,7 +162,7 @@ def read_labels_csv(path: Path) -> dict[str, Labelled]:
     logged).
     """
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: as spreadsheets save it
             reader = csv.DictReader(handle)
             rows = list(reader)
             columns = set(reader.fieldnames or ())
@@ -196,17 +200,27 @@ def read_labels_csv(path: Path) -> dict[str, Labelled]:
     return files
 
 
+def _check_fit(size: tuple[int, int], resize: str) -> None:
+    """OptionError unless ``size`` is two whole numbers above 0 and ``resize`` a resize mode."""
+    if not (len(size) == 2 and all(isinstance(v, (int, np.integer)) and v > 0 for v in size)):
+        raise OptionError(f"size must be two whole numbers above 0 (height, width), not {size!r}")
+    if resize not in RESIZE_MODES:
+        raise OptionError(f"resize must be one of {', '.join(RESIZE_MODES)}, not {resize!r}")
+
+
 def _parse_row(row: dict, where: str) -> tuple[int, Box | None]:
     coords = [row.get(key) for key in ("x0", "y0", "x1", "y1")]
     given = [v for v in coords if v is not None and v != ""]
+    if 0 < len(given) < len(coords):
+        raise OptionError(f"{where}: give all of x0,y0,x1,y1 or none, not {len(given)} of them")
     try:
         label = int(row["label"])
         box: Box | None = None
-        if len(given) == len(coords):
+        if given:
             x0, y0, x1, y1 = (int(float(v)) for v in given)
             box = (x0, y0, x1, y1)
-    except (TypeError, ValueError) as exc:
-        raise OptionError(f"{where}: label must be a class index and x0,y0,x1,y1 numbers ({exc})") from exc
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise OptionError(f"{where}: label must be a class index and x0,y0,x1,y1 finite numbers ({exc})") from None
     if box is not None and (box[2] <= box[0] or box[3] <= box[1]):
         raise OptionError(f"{where}: box needs x0 < x1 and y0 < y1, got {box}")
     return label, box

@@ -201,7 +201,9 @@ def evaluate(
     (name -> class label -> {"pointing_game", "n"}, over the images with a box for their target)
     and "examples" (pictures for :func:`write_report`, left out of report.json).
     """
-    _check_settings(rise_masks, batch_size, auc_steps)
+    _check_settings(rise_masks, batch_size, auc_steps, seed)
+    if not isinstance(dataset, Dataset):
+        raise OptionError(f"dataset must be a Dataset (shapes_dataset, folder_dataset), not {type(dataset).__name__}")
     model = model if isinstance(model, EvalModel) else EvalModel(model, options)
     settings = MethodSettings(rise_masks, seed, batch_size)
     run = _Evaluation(model, make_methods(model, methods, settings), batch_size, auc_steps, examples)
@@ -227,11 +229,15 @@ def evaluate(
     }
 
 
-def _check_settings(rise_masks: int, batch_size: int, auc_steps: int | None) -> None:
-    if rise_masks < 1 or batch_size < 1 or (auc_steps is not None and auc_steps < 1):
+def _check_settings(rise_masks: int, batch_size: int, auc_steps: int | None, seed: int) -> None:
+    counts = (rise_masks, batch_size, 1 if auc_steps is None else auc_steps)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in counts):
         raise OptionError(
-            f"rise masks, batch size and AUC steps must be at least 1; got {rise_masks}, {batch_size}, {auc_steps}"
+            f"rise masks, batch size and AUC steps must be whole numbers of at least 1; got {rise_masks}, "
+            f"{batch_size}, {auc_steps}"
         )
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise OptionError(f"seed must be a whole number of at least 0, not {seed!r}")
 
 
 def _batches(items: Iterable[EvalItem], size: int) -> Iterator[list[EvalItem]]:

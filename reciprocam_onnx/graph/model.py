@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 
 from ..errors import GraphStructureError, ModelLoadError
+from ..io.limits import limit
 
 ModelSource = str | os.PathLike | onnx.ModelProto
 
@@ -18,6 +19,8 @@ def load_model(source: ModelSource) -> onnx.ModelProto:
     """Load an ONNX model from a path (or pass a ModelProto through), with clear errors."""
     if isinstance(source, onnx.ModelProto):
         return source
+    if not isinstance(source, (str, os.PathLike)):
+        raise ModelLoadError(f"a model is a file path or an onnx.ModelProto, not {type(source).__name__}")
     path = Path(source)
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
@@ -52,9 +55,6 @@ def _not_text(message) -> str | None:
 
 
 LAYOUTS = ("NCHW", "NHWC")
-# a ViT's attention grows with the square of its tokens: 2048x2048 at patch 16 is 16384 tokens, and
-# attention scores of 1 GB per head; a declared input above this is refused before anything runs
-MAX_INPUT_PIXELS = int(os.environ.get("RECIPROCAM_MAX_INPUT_PIXELS", 2048 * 2048))
 
 
 @dataclass(frozen=True)
@@ -126,9 +126,10 @@ def image_input(model: onnx.ModelProto, size: tuple[int, ...] | None = None) -> 
         raise GraphStructureError(
             f"input {value.name!r} leaves its size open ({dims}): give it (--input-size H W, or input_size=(H, W))"
         )
-    if height * width > MAX_INPUT_PIXELS:
+    most = limit("RECIPROCAM_MAX_INPUT_PIXELS")  # refused before anything runs: the probe would allocate it
+    if height * width > most:
         raise GraphStructureError(
-            f"input {value.name!r} is {height}x{width} (HxW), above the {MAX_INPUT_PIXELS:,} pixels that "
+            f"input {value.name!r} is {height}x{width} (HxW), above the {most:,} pixels that "
             "reciprocam-onnx runs a ViT at (RECIPROCAM_MAX_INPUT_PIXELS); give a smaller --input-size if it allows one"
         )
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 import onnx
 
-from ..errors import OnnxRuntimeError, onnxruntime_errors
+from ..errors import OnnxRuntimeError, OptionError, onnxruntime_errors
+from ..io.limits import limit
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +32,13 @@ def physical_cores() -> int:
 
 
 def session_options():
-    """Full graph optimisation, intra-op threads = usable cores, memory arena on."""
+    """Full graph optimisation, intra-op threads = usable cores (or RECIPROCAM_THREADS: a worker that
+    shares the machine), memory arena on."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = physical_cores()
+    options.intra_op_num_threads = limit("RECIPROCAM_THREADS") or physical_cores()
     options.enable_cpu_mem_arena = True
     options.log_severity_level = 3
     return options
@@ -75,6 +77,8 @@ def cuda_usable() -> bool:
 def resolve_providers(providers: Sequence[str] | None) -> list[str]:
     """The providers to ask for: as given, else CUDA (if it really works) then CPU."""
     if providers is not None:
+        if isinstance(providers, str) or not all(isinstance(p, str) for p in providers):
+            raise OptionError(f"providers must be a list of provider names, not {providers!r}")
         return list(providers)
     return [CUDA, CPU] if cuda_usable() else [CPU]
 

@@ -23,13 +23,19 @@ from ..errors import OutputError
 STOPPING = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM}  # no later write can succeed
 
 
+CREATED: list[Path] = []  # folders this process created for outputs, removed again if a failed run left them empty
+
+
 def output_folder(path: str | os.PathLike) -> Path:
     """``path`` as a folder that exists and takes new files (created if needed), else OutputError."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise OutputError(f"output folder {path} is an existing file; give a folder")
     try:
+        if path.exists() and not path.is_dir():
+            raise OutputError(f"output folder {path} is an existing file; give a folder")
+        missing = next((p for p in reversed([path, *path.parents]) if not p.exists()), None)
         path.mkdir(parents=True, exist_ok=True)
+        if missing is not None:
+            CREATED.append(missing)
         fd, probe = tempfile.mkstemp(prefix=".reciprocam-write-test-", dir=path)
         os.close(fd)
         os.unlink(probe)
@@ -38,22 +44,48 @@ def output_folder(path: str | os.PathLike) -> Path:
     return path
 
 
-def output_file(path: str | os.PathLike) -> Path:
-    """``path`` as a file that can be written (its folder exists or is created), else OutputError."""
+def output_file(path: str | os.PathLike, inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """``path`` as a file that can be written (its folder exists or is created), not one of ``inputs``,
+    else OutputError. A symbolic link is written through (the file it names is replaced)."""
+    if str(path).endswith(("/", os.sep)):
+        raise OutputError(f"output {path} names a folder; give a file name")
     path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"output {path} is an existing folder; give a file name")
+    try:
+        if path.is_dir():
+            raise OutputError(f"output {path} is an existing folder; give a file name")
+        if path.exists() and not path.resolve().is_file():
+            raise OutputError(f"output {path} exists and is not a regular file (a device or pipe?); give a file name")
+        if any(Path(given).exists() and path.exists() and path.samefile(given) for given in inputs):
+            raise OutputError(f"output {path} is the input itself; give another file name")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}", exc.errno in STOPPING) from None
     output_folder(path.parent)
-    return path
+    return path.resolve() if path.is_symlink() else path
+
+
+def remove_empty_created() -> None:
+    """Remove the output folders this process created and left empty (a run that failed early)."""
+    while CREATED:
+        folder = CREATED.pop()
+        for empty in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):
+                empty.rmdir()
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def write_all_atomic(writers: Mapping[Path, Callable[[Path], object]]) -> list[Path]:
     """Write every file of ``writers`` (path -> write(tmp)) to temporaries, then rename them all into
-    place: all of them or, when any write fails, none (OutputError)."""
+    place: all of them or, when any write fails, none (OutputError naming the file)."""
     temporaries: list[tuple[Path, Path]] = []
+    current = Path(next(iter(writers), ""))
     try:
+        for target in writers:
+            current = Path(target)
+            if current.is_dir() or (current.exists() and not current.resolve().is_file()):
+                raise OutputError(f"cannot write {current}: a folder or other non-file is in its place")
         for target, write in writers.items():
-            final = Path(target)
+            current = final = Path(target).resolve() if Path(target).is_symlink() else Path(target)
             _remove_orphans(final)
             fd, name = tempfile.mkstemp(prefix=_temporary_prefix(final), suffix=final.suffix, dir=final.parent)
             os.close(fd)
@@ -62,10 +94,10 @@ def write_all_atomic(writers: Mapping[Path, Callable[[Path], object]]) -> list[P
             os.chmod(name, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         with _signals_held():  # Ctrl-C or SIGTERM lands after the renames, not between them
             for temporary, final in temporaries:
+                current = final
                 os.replace(temporary, final)
     except OSError as exc:
-        where = temporaries[-1][1] if temporaries else Path(next(iter(writers), ""))
-        raise OutputError(f"cannot write {where}: {exc.strerror or exc}", exc.errno in STOPPING) from exc
+        raise OutputError(f"cannot write {current}: {exc.strerror or exc}", exc.errno in STOPPING) from exc
     finally:
         for temporary, _ in temporaries:
             temporary.unlink(missing_ok=True)

@@ -1,11 +1,10 @@
 """Images in: read with OpenCV, fit to the model's input size, normalise to NCHW float32.
 
 OpenCV is imported where it is used: importing the package costs no OpenCV.
-Limits (docs/errors.md), each overridable by an environment variable read at
-import: files up to MAX_IMAGE_BYTES (``RECIPROCAM_MAX_IMAGE_BYTES``), images
-up to MAX_IMAGE_PIXELS (``RECIPROCAM_MAX_IMAGE_PIXELS``, checked by OpenCV from
-the header, before decoding), and a crop that upsamples at most MAX_FIT_FACTOR
-times the model's input area (a 30000x1 strip would need gigabytes).
+Limits (docs/errors.md, io/limits.py): files up to RECIPROCAM_MAX_IMAGE_BYTES,
+images up to RECIPROCAM_MAX_IMAGE_PIXELS (checked by OpenCV from the header,
+before decoding), and a crop that upsamples at most MAX_FIT_FACTOR times the
+model's input area (a 30000x1 strip would need gigabytes).
 """
 
 from __future__ import annotations
@@ -16,14 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageError
+from .limits import limit
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-MAX_IMAGE_BYTES = int(os.environ.get("RECIPROCAM_MAX_IMAGE_BYTES", 512 << 20))
-MAX_IMAGE_PIXELS = int(os.environ.get("RECIPROCAM_MAX_IMAGE_PIXELS", 100_000_000))
 MAX_FIT_FACTOR = 64
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))  # read when OpenCV loads
 
 RESIZE_MODES = ("crop", "stretch", "none")  # how an image is fitted to the model's input
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -31,21 +28,31 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """An image file as RGB uint8 [H, W, 3]; ImageError if it cannot be read."""
+    path = _readable_file(path, "image")
+    return decode_image(np.fromfile(str(path), dtype=np.uint8), str(path))
+
+
+def decode_image(data: bytes | np.ndarray, name: str) -> np.ndarray:
+    """An encoded image (PNG, JPEG, ...) as RGB uint8 [H, W, 3]; ImageError naming ``name`` if it cannot
+    be decoded or is above the limits."""
+    pixels = limit("RECIPROCAM_MAX_IMAGE_PIXELS")
+    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(pixels))  # read by OpenCV's first decode
     import cv2
 
-    path = _readable_file(path, "image")
-    data = np.fromfile(str(path), dtype=np.uint8)
+    if len(data) > limit("RECIPROCAM_MAX_IMAGE_BYTES"):
+        raise ImageError(f"{name} is {_size(len(data))}, above the limit (RECIPROCAM_MAX_IMAGE_BYTES)")
+    buffer = np.frombuffer(data, np.uint8) if isinstance(data, bytes) else data
     try:
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        image = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
     except cv2.error as exc:  # e.g. a header declaring more pixels than OPENCV_IO_MAX_IMAGE_PIXELS
         message = str(exc).strip().splitlines()[-1] if str(exc).strip() else "decoder error"
         raise ImageError(
-            f"cannot read image {path}: {message} (at most {MAX_IMAGE_PIXELS} pixels: RECIPROCAM_MAX_IMAGE_PIXELS)"
+            f"cannot read image {name}: {message} (at most {pixels} pixels: RECIPROCAM_MAX_IMAGE_PIXELS)"
         ) from None
     if image is None:
-        raise ImageError(f"cannot read image {path}: not a supported image file, or corrupt")
-    if image.shape[0] * image.shape[1] > MAX_IMAGE_PIXELS:
-        raise ImageError(f"{path} has {image.shape[1]}x{image.shape[0]} pixels, above the limit {MAX_IMAGE_PIXELS}")
+        raise ImageError(f"cannot read image {name}: not a supported image file, or corrupt")
+    if image.shape[0] * image.shape[1] > pixels:
+        raise ImageError(f"{name} has {image.shape[1]}x{image.shape[0]} pixels, above the limit {pixels}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -67,17 +74,21 @@ def load_npy(path: str | os.PathLike, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _readable_file(path: str | os.PathLike, what: str) -> Path:
-    """``path`` if it is a file within MAX_IMAGE_BYTES, else ImageError."""
+    """``path`` if it is a file within RECIPROCAM_MAX_IMAGE_BYTES, else ImageError."""
     path = Path(path)
     if not path.is_file():
-        raise ImageError(f"{what} not found: {path}")
+        if path.is_symlink():
+            raise ImageError(f"{what} {path} is a symbolic link that leads nowhere (or to itself)")
+        raise ImageError(f"{what} not found: {path}" if not path.exists() else f"{what} {path} is not a file")
     size = path.stat().st_size
-    if size > MAX_IMAGE_BYTES:
-        raise ImageError(
-            f"{path} is {size / 2**20:.0f} MB, above the {MAX_IMAGE_BYTES / 2**20:.0f} MB limit "
-            "(RECIPROCAM_MAX_IMAGE_BYTES)"
-        )
+    most = limit("RECIPROCAM_MAX_IMAGE_BYTES")
+    if size > most:
+        raise ImageError(f"{path} is {_size(size)}, above the {_size(most)} limit (RECIPROCAM_MAX_IMAGE_BYTES)")
     return path
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:.0f} MB" if count >= 2**20 else f"{count} bytes"
 
 
 def fit_image(image: np.ndarray, size: tuple[int, int], mode: str = RESIZE_MODES[0]) -> np.ndarray:
@@ -151,5 +162,8 @@ def preprocess(
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name."""
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """Entries directly inside ``folder`` named as images, sorted by name: files, and links that lead
+    nowhere (reading them reports it) but not folders."""
+    return sorted(
+        p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink())
+    )

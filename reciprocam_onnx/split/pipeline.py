@@ -17,10 +17,10 @@ import onnx_graphsurgeon as gs
 
 from ..analysis.facts import analyse
 from ..analysis.model_info import read_model_info
-from ..contract import SplitInfo, SplitModel
-from ..errors import BlockIndexError
+from ..contract import FUSED_OPTIONS_KEY, SplitInfo, SplitModel
+from ..errors import BlockIndexError, OptionError
 from ..graph.export import export_like
-from ..graph.model import ModelSource, load_model
+from ..graph.model import ModelSource, load_model, metadata
 from ..graph.runtime import release_memory
 from ..graph.unfuse import unfuse_normalisations
 from ..options import Options
@@ -56,6 +56,15 @@ def split_model(
     default is the size the model's metadata or preprocessor config gives.
     """
     model = load_model(source)
+    if FUSED_OPTIONS_KEY in metadata(model):
+        raise OptionError("this model is a fused graph (it has saliency outputs); split the model itself")
+    if len(model.graph.output) > 1:
+        log.warning(
+            "the model has %d outputs (%s): explaining the first, %r",
+            len(model.graph.output),
+            ", ".join(o.name for o in model.graph.output),
+            model.graph.output[0].name,
+        )
     path = None if isinstance(source, onnx.ModelProto) else Path(source)
     model_info = read_model_info(model, path)
     graph = gs.import_onnx(model)
