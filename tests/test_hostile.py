@@ -316,6 +316,12 @@ def test_ctrl_c_while_importing_is_one_line(module, tmp_path):
     assert (done.returncode, done.stderr) == (130, "interrupted\n")
 
 
+def ctrl_c_reaches_it() -> None:
+    """In the child: SIGINT handled as a terminal's Ctrl-C is, even where this test runs in a background
+    job (whose children start with SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_batch(tmp_path: Path, images: int = 12) -> tuple[subprocess.Popen, Path]:
     """`reciprocam explain` over a folder of ``images`` images, started as a user would; returns once the
     first pair is written."""
@@ -324,7 +330,9 @@ def start_batch(tmp_path: Path, images: int = 12) -> tuple[subprocess.Popen, Pat
     for k in range(images):
         (folder / f"{k:02d}.png").write_bytes(STAR.read_bytes())
     command = [sys.executable, "-m", "reciprocam_onnx.cli", "explain", str(DEMO), str(folder), "-o", str(out)]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_reaches_it
+    )
     while not list(out.glob("*.overlay.png")) and process.poll() is None:
         time.sleep(0.01)
     return process, out

@@ -7,6 +7,7 @@ from typing import Protocol
 
 from .evaluate import Evaluate
 from .explain import Explain
+from .explain_dataset import ExplainDataset
 from .fuse import Fuse
 from .preprocess import Preprocess
 from .split import Split
@@ -21,4 +22,4 @@ class Command(Protocol):
     def register(cls, sub: argparse._SubParsersAction) -> None: ...
 
 
-COMMANDS: list[type[Command]] = [Explain, Split, Fuse, Evaluate, Preprocess]
+COMMANDS: list[type[Command]] = [Explain, Split, Fuse, Evaluate, Preprocess, ExplainDataset]
