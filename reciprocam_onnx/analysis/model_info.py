@@ -52,22 +52,22 @@ class ModelInfo:
 
 def checked(name: str, value: object) -> tuple | None:
     """``value`` as the tuple ModelInfo keeps in field ``name`` (None stays None); ValueError if it is not
-    a list of class names, of finite numbers (std above 0), or an input size of two whole numbers above 0."""
+    a list of class names, 3 (or 1) finite numbers (std above 0), or an input size of two whole numbers above 0."""
     if value is None:
         return None
-    items = tuple(value) if isinstance(value, (list, tuple)) else None
+    items = tuple(value) if isinstance(value, (list, tuple)) else ()
     if name == "labels":
-        if items is None or not all(isinstance(v, str) for v in items):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in items):
             raise ValueError(f"labels must be a list of class names, not {value!r:.80}")
         return items
-    numbers = items is not None and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items)
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items)
     if name == "input_size":
-        if not numbers or len(items or ()) != 2 or not all(isinstance(v, int) and v > 0 for v in items or ()):
+        if not numbers or len(items) != 2 or not all(isinstance(v, int) and v > 0 for v in items):
             raise ValueError(f"input_size must be two whole numbers above 0 (height, width), not {value!r:.80}")
         return items
-    if not numbers or not items or not all(math.isfinite(v) and (name != "std" or v > 0) for v in items):
+    if not numbers or len(items) not in (1, 3) or not all(math.isfinite(v) and (name != "std" or v > 0) for v in items):
         above = " above 0" if name == "std" else ""
-        raise ValueError(f"{name} must be a list of finite numbers{above} (one per channel), not {value!r:.80}")
+        raise ValueError(f"{name} must be 3 finite numbers{above} (one per RGB channel), or 1, not {value!r:.80}")
     return tuple(float(v) for v in items)
 
 

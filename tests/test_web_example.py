@@ -1,0 +1,88 @@
+"""The browser example (examples/web) explains an image in headless Chromium and matches Python."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reciprocam_onnx import Explainer
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "web"
+SCREENSHOT = ROOT / "docs" / "images" / "web-demo.png"
+
+
+@pytest.fixture(scope="module")
+def web_example() -> Path:
+    if shutil.which("chromium") is None:
+        pytest.fail("the browser example's test needs Debian's chromium: apt-get install -y chromium")
+    if shutil.which("node") is None:
+        pytest.fail("the browser example's test needs Node.js (20 or newer) and npm")
+    modules = EXAMPLE / "node_modules"
+    if not ((modules / "onnxruntime-web").is_dir() and (modules / "puppeteer-core").is_dir()):
+        subprocess.run(
+            ["npm", "install", "--ignore-scripts", "--no-audit", "--no-fund"],
+            cwd=EXAMPLE,
+            check=True,
+            capture_output=True,
+        )
+    os.environ.setdefault("CHROMIUM", shutil.which("chromium"))  # headless.mjs launches it
+    return EXAMPLE / "headless.mjs"
+
+
+@pytest.fixture
+def server():
+    """serve.py on a free port, with the demo graph fused afresh; yields the page's URL."""
+    (EXAMPLE / "shapes_vit.explain.onnx").unlink(missing_ok=True)
+    process = subprocess.Popen(
+        [sys.executable, str(EXAMPLE / "serve.py"), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = []
+        while not (lines and lines[-1].startswith("http://")):
+            line = process.stdout.readline()
+            assert line, f"serve.py stopped: {''.join(lines)}"
+            lines.append(line)
+        yield lines[-1].strip()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_page_matches_python(web_example, server, tmp_path):
+    """The page's top class and map for star.png are Python's; its screenshot is docs/images/web-demo.png
+    (written there when RECIPROCAM_UPDATE_DOCS=1, so that a test run leaves the checkout clean)."""
+    screenshot = SCREENSHOT if os.environ.get("RECIPROCAM_UPDATE_DOCS") == "1" else tmp_path / "web-demo.png"
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        ["node", str(web_example), server, "star", str(screenshot)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert result.returncode == 0, result.stderr
+    page = json.loads(result.stdout)
+    assert page["state"] == "done", page["status"]
+    assert screenshot.stat().st_size > 10_000
+    assert not page["pageErrors"]
+
+    explainer = Explainer(ROOT / "models" / "shapes_vit.onnx")
+    x, _ = explainer.info.preprocess(ROOT / "examples" / "images" / "star.png")
+    python = explainer.explain(x[None])
+    top = int(python.targets[0])
+    assert page["topClass"] == top
+    assert page["scores"][top] == pytest.approx(float(python.scores[0, top]), abs=1e-5)
+    page_map = np.asarray(page["maps"][top], np.float32).reshape(page["grid"])
+    difference = float(np.abs(page_map - python.maps[0]).max())
+    print(f"max abs map difference: {difference:.2e}")
+    assert difference <= 1e-4
