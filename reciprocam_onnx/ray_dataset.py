@@ -72,7 +72,7 @@ def explain_dataset(
     if resize not in RESIZE_MODES:
         raise OptionError(f"resize must be one of {', '.join(RESIZE_MODES)}, not {resize!r}")
     results = output_folder(Path(output) / RESULTS)
-    paths = list_inputs(source)
+    paths = list_inputs(source, skip=Path(output))
     done = done_paths(results)
     todo = [path for path in paths if path not in done]
     job = DatasetJob(str(model), dict(options or {}), resize, top, overlays, use_gpu)
@@ -105,12 +105,18 @@ def explain_dataset(
     return counts
 
 
-def list_inputs(source: str | os.PathLike) -> list[str]:
-    """Image paths: every image under a folder (recursively, sorted), or the lines of a list file
-    (paths or URIs that pyarrow opens, e.g. s3://...; blank lines and # comments skipped)."""
+def list_inputs(source: str | os.PathLike, skip: Path | None = None) -> list[str]:
+    """Image paths: every image under a folder (recursively, sorted; none under ``skip``, the job's own
+    output), or the lines of a list file (paths or URIs that pyarrow opens, e.g. s3://...; blank lines
+    and # comments skipped)."""
     source = Path(source)
     if source.is_dir():
-        return sorted(str(p) for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        mine = skip.resolve() if skip is not None else None
+        return sorted(
+            str(p)
+            for p in source.rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and (mine is None or mine not in p.resolve().parents)
+        )
     if source.is_file():
         try:
             lines = source.read_text(encoding="utf-8").splitlines()

@@ -102,3 +102,14 @@ def test_an_interrupted_job_resumes_without_writing_anything_twice(images, local
     assert 4 <= first < 40
     assert main(["explain-dataset", str(images), "-o", str(out), "--model", str(DEMO)]) == 1  # 2 images fail
     assert len(results(out)) == 40
+
+
+def test_a_job_writing_into_its_input_tree_does_not_take_its_overlays_for_images(images, tmp_path):
+    from reciprocam_onnx.ray_dataset import list_inputs
+
+    (images / "out" / "overlays").mkdir(parents=True, exist_ok=True)
+    (images / "out" / "overlays" / "x.overlay.png").write_bytes(b"")
+    try:
+        assert len(list_inputs(images)) == 41 and len(list_inputs(images, skip=images / "out")) == 40
+    finally:
+        (images / "out" / "overlays" / "x.overlay.png").unlink()

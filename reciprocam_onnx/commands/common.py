@@ -112,3 +112,9 @@ def unique_name(stem: str, used: set[str]) -> str:
         name = f"{stem}-{k}"
     used.add(name)
     return name
+
+
+def first_sentence(doc: str | None) -> str:
+    """A verb's one-line help: its docstring's first sentence, without the full stop."""
+    text = " ".join((doc or "").split())
+    return text.split(". ")[0].split(": ")[0].rstrip(".")

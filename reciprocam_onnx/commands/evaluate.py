@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import OptionError
 from ..io.images import RESIZE_MODES
 from ..options import Options
-from .common import add_option_flags, add_runtime_flags, default_model, given_options, providers
+from .common import add_option_flags, add_runtime_flags, default_model, first_sentence, given_options, providers
 
 # the methods set the other options
 EVAL_OPTIONS = ("block", "cls_token", "residual", "optimize", "precision", "max_batch", "input_size")
@@ -25,7 +25,7 @@ class Evaluate:
 
     @classmethod
     def register(cls, sub) -> None:
-        parser = sub.add_parser(cls.name, help=str(cls.__doc__).splitlines()[0], description=cls.__doc__)
+        parser = sub.add_parser(cls.name, help=first_sentence(cls.__doc__), description=cls.__doc__)
         parser.add_argument(
             "model",
             nargs="?",

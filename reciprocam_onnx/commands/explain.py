@@ -14,6 +14,7 @@ from .common import (
     add_option_flags,
     add_runtime_flags,
     expand_images,
+    first_sentence,
     given_options,
     model_and_images,
     providers,
@@ -44,7 +45,7 @@ class Explain:
 
     @classmethod
     def register(cls, sub) -> None:
-        parser = sub.add_parser(cls.name, help=str(cls.__doc__).splitlines()[0], description=cls.__doc__)
+        parser = sub.add_parser(cls.name, help=first_sentence(cls.__doc__), description=cls.__doc__)
         parser.add_argument(
             "inputs",
             nargs="+",

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..io.images import RESIZE_MODES
-from .common import add_option_flags, default_model, given_options
+from .common import add_option_flags, default_model, first_sentence, given_options
 from .explain import EXPLAIN_OPTIONS
 
 
@@ -19,7 +19,7 @@ class ExplainDataset:
 
     @classmethod
     def register(cls, sub) -> None:
-        parser = sub.add_parser(cls.name, help=str(cls.__doc__).splitlines()[0], description=cls.__doc__)
+        parser = sub.add_parser(cls.name, help=first_sentence(cls.__doc__), description=cls.__doc__)
         parser.add_argument("input", type=Path, help="a folder of images (searched recursively) or a list file")
         parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
         parser.add_argument(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..contract import FUSED_OUTPUTS
 from ..options import FUSED
-from .common import add_option_flags, given_options
+from .common import add_option_flags, first_sentence, given_options
 
 
 class Fuse:
@@ -18,7 +18,7 @@ class Fuse:
 
     @classmethod
     def register(cls, sub) -> None:
-        parser = sub.add_parser(cls.name, help=str(cls.__doc__).splitlines()[0], description=cls.__doc__)
+        parser = sub.add_parser(cls.name, help=first_sentence(cls.__doc__), description=cls.__doc__)
         parser.add_argument("model", type=Path, help="ViT classifier, .onnx")
         parser.add_argument("-o", "--output", type=str, required=True, help="fused .onnx to write")
         add_option_flags(parser, (*FUSED, "input_size"))

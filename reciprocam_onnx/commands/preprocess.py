@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import ReciproCamError
 from ..io.images import RESIZE_MODES
-from .common import add_option_flags, expand_images, given_options, model_and_images, unique_name
+from .common import add_option_flags, expand_images, first_sentence, given_options, model_and_images, unique_name
 
 INPUT_SUFFIX = ".input.npy"
 
@@ -24,7 +24,7 @@ class Preprocess:
 
     @classmethod
     def register(cls, sub) -> None:
-        parser = sub.add_parser(cls.name, help=str(cls.__doc__).splitlines()[0], description=cls.__doc__)
+        parser = sub.add_parser(cls.name, help=first_sentence(cls.__doc__), description=cls.__doc__)
         parser.add_argument(
             "inputs",
             nargs="+",

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..options import CUT, Options
-from .common import add_option_flags, given_options
+from .common import add_option_flags, first_sentence, given_options
 
 
 class Split:
@@ -16,7 +16,7 @@ class Split:
 
     @classmethod
     def register(cls, sub) -> None:
-        parser = sub.add_parser(cls.name, help=cls.__doc__, description=cls.__doc__)
+        parser = sub.add_parser(cls.name, help=first_sentence(cls.__doc__), description=cls.__doc__)
         parser.add_argument("model", type=Path, help="ViT classifier, .onnx")
         parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
         add_option_flags(parser, CUT)
