@@ -71,6 +71,7 @@ def explain_dataset(
         raise OptionError("workers, cpus per worker, batch size and top must be at least 1")
     if resize not in RESIZE_MODES:
         raise OptionError(f"resize must be one of {', '.join(RESIZE_MODES)}, not {resize!r}")
+    _require_ray()
     results = output_folder(Path(output) / RESULTS)
     paths = list_inputs(source, skip=Path(output))
     done = done_paths(results)
@@ -247,12 +248,20 @@ def _providers(use_gpu: bool) -> Sequence[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_gpu else ["CPUExecutionProvider"]
 
 
+def _require_ray():
+    """The ray module, with Ray Data's pyarrow; OptionError saying how to install them."""
+    try:
+        import pyarrow  # noqa: F401
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise OptionError('explaining a dataset needs Ray Data: pip install "reciprocam-onnx[ray]"') from None
+    return ray
+
+
 def _ray(address: str | None):
     """(the ray module, whether this call started it): joins ``address``, else starts a local Ray."""
-    try:
-        import ray
-    except ImportError:
-        raise OptionError('explaining a dataset needs Ray: pip install "reciprocam-onnx[ray]"') from None
+    ray = _require_ray()
     if ray.is_initialized():
         _quiet(ray)
         return ray, False

@@ -113,3 +113,13 @@ def test_a_job_writing_into_its_input_tree_does_not_take_its_overlays_for_images
         assert len(list_inputs(images)) == 41 and len(list_inputs(images, skip=images / "out")) == 40
     finally:
         (images / "out" / "overlays" / "x.overlay.png").unlink()
+
+
+def test_without_ray_the_job_says_how_to_install_it(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError, as where it is not installed
+    assert main(["explain-dataset", str(ROOT / "examples" / "images"), "-o", str(tmp_path / "out")]) == 1
+    assert (
+        capsys.readouterr().err.strip()
+        == 'error: explaining a dataset needs Ray Data: pip install "reciprocam-onnx[ray]"'
+    )
+    assert not (tmp_path / "out").exists()
