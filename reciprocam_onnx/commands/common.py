@@ -78,6 +78,17 @@ def default_model() -> Path:
     raise ModelLoadError("no model given and no bundled models/manifest.json found; pass MODEL.onnx first")
 
 
+def add_model_and_images(parser: argparse.ArgumentParser, images: str) -> None:
+    """The positional [MODEL] IMAGE... arguments (read back with model_and_images); ``images`` says what
+    the images may be."""
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="[MODEL] IMAGE",
+        help=f"model (.onnx, fused .onnx or split folder; default: the bundled demo model), then {images}",
+    )
+
+
 def model_and_images(inputs: list[str]) -> tuple[Path, list[Path]]:
     """([MODEL] IMAGE...) -> (the model, or the bundled one when the first input is not a model; the images)."""
     if looks_like_model(inputs[0]):

@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import ImageError, OptionError, OutputError, ReciproCamError
 from ..io.images import RESIZE_MODES, load_npy
 from .common import (
+    add_model_and_images,
     add_option_flags,
     add_runtime_flags,
     expand_images,
@@ -46,13 +47,7 @@ class Explain:
     @classmethod
     def register(cls, sub) -> None:
         parser = sub.add_parser(cls.name, help=first_sentence(cls.__doc__), description=cls.__doc__)
-        parser.add_argument(
-            "inputs",
-            nargs="+",
-            metavar="[MODEL] IMAGE",
-            help="model (.onnx, fused .onnx or split folder; default: the bundled demo model), "
-            "then image files, folders or preprocessed .npy tensors",
-        )
+        add_model_and_images(parser, "image files, folders or preprocessed .npy tensors")
         parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
         parser.add_argument("--target", type=int, default=None, help="class to explain (default: predicted)")
         parser.add_argument("--labels", type=Path, default=None, help="class names, one per line")
@@ -117,7 +112,7 @@ def _check_run_options(args: argparse.Namespace, classes: int, labels) -> None:
 
 
 def _explain_one(explainer, path: Path, args, labels, name: str) -> None:
-    from ..io.files import write_all_atomic
+    from ..io.files import bytes_writer, npy_writer, write_all_atomic
     from ..io.overlay import overlay, png_bytes
 
     tensor, display = _load(explainer, path, args.resize)
@@ -126,7 +121,7 @@ def _explain_one(explainer, path: Path, args, labels, name: str) -> None:
     picture = png_bytes(overlay(display, out.maps[0]))
     overlay_path, map_path = args.output / f"{name}{OVERLAY_SUFFIX}", args.output / f"{name}.map.npy"
     write_all_atomic(  # the pair, or neither
-        {map_path: lambda tmp: np.save(tmp, out.maps[0]), overlay_path: lambda tmp: tmp.write_bytes(picture)}
+        {map_path: npy_writer(out.maps[0]), overlay_path: bytes_writer(picture)}
     )
     print(_summary(path, overlay_path, out, labels, args.top))
 

@@ -6,11 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import ReciproCamError
 from ..io.images import RESIZE_MODES
-from .common import add_option_flags, expand_images, first_sentence, given_options, model_and_images, unique_name
+from .common import (
+    add_model_and_images,
+    add_option_flags,
+    expand_images,
+    first_sentence,
+    given_options,
+    model_and_images,
+    unique_name,
+)
 
 INPUT_SUFFIX = ".input.npy"
 
@@ -25,12 +31,7 @@ class Preprocess:
     @classmethod
     def register(cls, sub) -> None:
         parser = sub.add_parser(cls.name, help=first_sentence(cls.__doc__), description=cls.__doc__)
-        parser.add_argument(
-            "inputs",
-            nargs="+",
-            metavar="[MODEL] IMAGE",
-            help="model (.onnx, fused .onnx or split folder; default: the bundled demo model), then images or folders",
-        )
+        add_model_and_images(parser, "images or folders")
         parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
         parser.add_argument("--resize", choices=RESIZE_MODES, default=RESIZE_MODES[0], help="as for explain")
         add_option_flags(parser, ("input_size",))
@@ -38,7 +39,7 @@ class Preprocess:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from ..io.files import output_folder, write_bytes_atomic
+        from ..io.files import npy_writer, output_folder, write_all_atomic
         from ..io.images import preprocess
 
         output_folder(args.output)
@@ -50,7 +51,7 @@ class Preprocess:
             try:
                 tensor, _ = preprocess(path, image.size, facts.mean, facts.std, args.resize, image.layout, image.dtype)
                 target = args.output / f"{unique_name(path.stem, names)}{INPUT_SUFFIX}"
-                write_bytes_atomic(target, _npy_bytes(tensor[None]))
+                write_all_atomic({target: npy_writer(tensor[None])})
                 print(f"{path} -> {target}")
             except ReciproCamError as exc:
                 failed += 1
@@ -74,11 +75,3 @@ def model_input(model: Path, input_size: tuple[int, int] | None):
         return fused[1].image, fused[1].model
     facts = read_model_info(proto, model)
     return image_input(proto, input_size or facts.input_size), facts
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()

@@ -18,6 +18,8 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import OutputError
 
 STOPPING = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM}  # no later write can succeed
@@ -144,6 +146,11 @@ def _alive(pid: int) -> bool:
 def bytes_writer(data: bytes) -> Callable[[Path], object]:
     """A writer of ``data``, for write_all_atomic."""
     return lambda tmp: tmp.write_bytes(data)
+
+
+def npy_writer(array: np.ndarray) -> Callable[[Path], object]:
+    """A writer of ``array`` as a .npy file, for write_all_atomic."""
+    return lambda tmp: np.save(tmp, array)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
