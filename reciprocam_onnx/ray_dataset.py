@@ -27,7 +27,7 @@ import numpy as np
 
 from .errors import OptionError, ReciproCamError
 from .io.files import bytes_writer, output_folder, write_all_atomic
-from .io.images import IMAGE_SUFFIXES, RESIZE_MODES, decode_image
+from .io.images import IMAGE_SUFFIXES, RESIZE_MODES, check_resize, decode_image, load_image
 from .io.progress import progress
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,7 @@ def explain_dataset(
 
     if workers < 1 or cpus_per_worker < 1 or batch_size < 1 or top < 1:
         raise OptionError("workers, cpus per worker, batch size and top must be at least 1")
-    if resize not in RESIZE_MODES:
-        raise OptionError(f"resize must be one of {', '.join(RESIZE_MODES)}, not {resize!r}")
+    check_resize(resize)
     _require_ray()
     results = output_folder(Path(output) / RESULTS)
     paths = list_inputs(source, skip=Path(output))
@@ -163,7 +162,7 @@ class ExplainWorker:
         row: dict[str, Any] = {"path": path, "ok": False, "error": "", "target": -1, "target_name": ""}
         try:
             info = self.explainer.info
-            x, fitted = info.preprocess(decode_image(_read_bytes(path), path), self.job.resize)
+            x, fitted = info.preprocess(_read_image(path), self.job.resize)
             out = self.explainer.explain(x[None])
             scores, target, saliency = out.scores[0], int(out.targets[0]), out.maps[0]
             order = np.argsort(-scores)[: self.job.top]
@@ -227,15 +226,16 @@ def _schema():
     )
 
 
-def _read_bytes(path: str) -> bytes:
-    """A local file, or a URI pyarrow's filesystems open (s3://, gs://, hdfs://, ...)."""
+def _read_image(path: str) -> np.ndarray:
+    """RGB uint8 from a local file (load_image: its size is checked before reading), or from a URI
+    pyarrow's filesystems open (s3://, gs://, hdfs://, ...)."""
     if "://" not in path:
-        return Path(path).read_bytes()
+        return load_image(path)
     import pyarrow.fs
 
     filesystem, inside = pyarrow.fs.FileSystem.from_uri(path)
     with filesystem.open_input_file(inside) as handle:
-        return handle.read()
+        return decode_image(handle.read(), path)
 
 
 def _overlay_png(fitted: np.ndarray, saliency: np.ndarray) -> bytes:

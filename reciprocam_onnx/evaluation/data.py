@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from ..errors import ImageError, OptionError
-from ..io.images import RESIZE_MODES, load_image, preprocess
+from ..io.images import RESIZE_MODES, check_resize, load_image, preprocess
 from .shapes import generate, make_two_object_sample
 
 log = logging.getLogger(__name__)
@@ -204,8 +204,7 @@ def _check_fit(size: tuple[int, int], resize: str) -> None:
     """OptionError unless ``size`` is two whole numbers above 0 and ``resize`` a resize mode."""
     if not (len(size) == 2 and all(isinstance(v, (int, np.integer)) and v > 0 for v in size)):
         raise OptionError(f"size must be two whole numbers above 0 (height, width), not {size!r}")
-    if resize not in RESIZE_MODES:
-        raise OptionError(f"resize must be one of {', '.join(RESIZE_MODES)}, not {resize!r}")
+    check_resize(resize)
 
 
 def _parse_row(row: dict, where: str) -> tuple[int, Box | None]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ImageError
+from ..errors import ImageError, OptionError
 from .limits import limit
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -85,6 +85,12 @@ def _readable_file(path: str | os.PathLike, what: str) -> Path:
     if size > most:
         raise ImageError(f"{path} is {_size(size)}, above the {_size(most)} limit (RECIPROCAM_MAX_IMAGE_BYTES)")
     return path
+
+
+def check_resize(mode: str) -> None:
+    """OptionError unless ``mode`` is one of RESIZE_MODES (for callers that check before any image)."""
+    if mode not in RESIZE_MODES:
+        raise OptionError(f"resize must be one of {', '.join(RESIZE_MODES)}, not {mode!r}")
 
 
 def _size(count: int) -> str:
