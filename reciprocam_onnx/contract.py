@@ -128,21 +128,29 @@ class SplitInfo:
         """e.g. 'batch-dynamic yes, head-rows yes, hoist no (...), slots yes'."""
         return ", ".join(map(str, self.rewrites)) or "none"
 
-    def to_json(self) -> str:
+    def to_dict(self) -> dict:
+        """The JSON-ready form, with its format."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["model"] = self.model.to_dict()
         data["rewrites"] = [[r.name, r.applied, r.reason] for r in self.rewrites]
-        return json.dumps({"format": SPLIT_FORMAT, **data}, indent=2)
+        return {"format": SPLIT_FORMAT, **data}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> SplitInfo:
-        data = json.loads(text)
-        written = data.pop("format", None) if isinstance(data, dict) else None
-        if written != SPLIT_FORMAT:
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, given: object) -> SplitInfo:
+        """From :meth:`to_dict`'s form (also with split.json's checksums); ``given`` is not changed."""
+        written = given.get("format") if isinstance(given, dict) else None
+        if not isinstance(given, dict) or written != SPLIT_FORMAT:
             older = isinstance(written, str) and written.startswith("reciprocam-split/")
             why = f"written by another version of reciprocam-onnx ({written})" if older else "not a split description"
             raise ModelLoadError(f"{why}; split (or fuse) the model again with this version")
-        data.pop(CHECKSUMS_KEY, None)
+        data = {key: value for key, value in given.items() if key not in ("format", CHECKSUMS_KEY)}
         data["model"] = ModelInfo.from_dict(data.get("model") or {})
         data["rewrites"] = tuple(Rewrite(*item) for item in data.get("rewrites", ()))
         for key in ("input_shape", "grid", "masked_inputs", "output_shape"):
@@ -168,7 +176,7 @@ def save_split(split: SplitModel, folder: str | os.PathLike) -> Path:
     """
     folder = output_folder(folder)
     blobs = {PREFIX_FILE: split.prefix.SerializeToString(), SUFFIX_FILE: split.suffix.SerializeToString()}
-    data = json.loads(split.info.to_json())
+    data = split.info.to_dict()
     data[CHECKSUMS_KEY] = {name: _sha256(blob) for name, blob in blobs.items()} | {INFO_FILE: _fixed_part(data)}
     blobs[INFO_FILE] = (json.dumps(data, indent=2) + "\n").encode("utf-8")
     write_all_atomic({folder / name: bytes_writer(blob) for name, blob in blobs.items()})
@@ -185,9 +193,8 @@ def load_split(folder: str | os.PathLike) -> SplitModel:
     it was written with (a torn write, files swapped, split.json edited outside its "model" entry)."""
     folder = Path(folder)
     try:
-        text = (folder / INFO_FILE).read_text(encoding="utf-8")
-        data = json.loads(text)
-        info = SplitInfo.from_json(text)
+        data = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
+        info = SplitInfo.from_dict(data)
         checksums = data[CHECKSUMS_KEY]
         expected = {name: str(checksums[name]) for name in (PREFIX_FILE, SUFFIX_FILE, INFO_FILE)}
     except ModelLoadError as exc:
