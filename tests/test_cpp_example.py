@@ -15,6 +15,7 @@ import pytest
 
 from reciprocam_onnx import FusedExplainer, fuse
 from reciprocam_onnx.cli import main
+from reciprocam_onnx.io.images import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "models" / "shapes_vit.onnx"
@@ -69,20 +70,27 @@ def test_cpp_program_writes_the_map_python_writes(image, program, fused, tmp_pat
     python_target = capsys.readouterr().out.split("target: ")[1].split()[0]
     stem = Path(image).stem
     run = [str(program), str(fused), str(tmp_path / f"{stem}.input.npy"), str(tmp_path / "cpp.map.npy")]
-    done = subprocess.run(run, capture_output=True, text=True)
+    done = subprocess.run([*run, "--overlay", str(tmp_path / "cpp.png")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert f"target: {python_target}\n" in done.stdout and done.stdout.startswith("top-5: ")
     cpp_map, python_map = np.load(tmp_path / "cpp.map.npy"), np.load(tmp_path / "python" / f"{stem}.map.npy")
     assert cpp_map.shape == python_map.shape == (14, 14)
     np.testing.assert_allclose(cpp_map, python_map, atol=MAP_TOLERANCE)
+    # the overlay PNG: OpenCV's bicubic and JET rebuilt in C++, and the picture rebuilt from the input
+    cpp_png, python_png = (
+        load_image(path) for path in (tmp_path / "cpp.png", tmp_path / "python" / f"{stem}.overlay.png")
+    )
+    levels = np.abs(cpp_png.astype(int) - python_png.astype(int))
+    assert levels.max() <= 4 and (levels > 1).mean() < 0.01, (levels.max(), (levels > 1).mean())
 
 
 def test_cpp_program_says_what_is_wrong_in_one_line(program, fused, tmp_path):
+    assert main(["preprocess", str(fused), str(IMAGES / "star.png"), "-o", str(tmp_path)]) == 0
+    star, out = str(tmp_path / "star.input.npy"), str(tmp_path / "m.npy")
     for args, needle in (
-        ([str(tmp_path / "missing.npy")], "missing.npy: cannot open"),
-        ([str(fused), "--target", "x"], "--target must be a class index"),
+        ([str(tmp_path / "missing.npy"), out], "missing.npy: cannot open"),
+        ([str(fused), out, "--target", "x"], "--target must be a class index"),
+        ([star, out, "--overlay", str(tmp_path / "no" / "such" / "o.png")], "cannot write"),
     ):
-        done = subprocess.run(
-            [str(program), str(fused), *args, str(tmp_path / "m.npy")], capture_output=True, text=True
-        )
+        done = subprocess.run([str(program), str(fused), *args], capture_output=True, text=True)
         assert done.returncode != 0 and needle in done.stderr and len(done.stderr.strip().splitlines()) == 1

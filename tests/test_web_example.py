@@ -59,20 +59,25 @@ def server():
         process.wait(timeout=10)
 
 
-def test_page_matches_python(web_example, server, tmp_path):
-    """The page's top class and map for star.png are Python's; its screenshot is docs/images/web-demo.png
-    (written there when RECIPROCAM_UPDATE_DOCS=1, so that a test run leaves the checkout clean)."""
-    screenshot = SCREENSHOT if os.environ.get("RECIPROCAM_UPDATE_DOCS") == "1" else tmp_path / "web-demo.png"
+@pytest.mark.parametrize("backend", ["wasm", "webgpu"])
+def test_page_matches_python(backend, web_example, server, tmp_path):
+    """The page's top class and map for star.png are Python's, on WASM and on WebGPU (Chromium's software
+    adapter, SwiftShader: the page's WebGPU path without a GPU). The WASM screenshot is
+    docs/images/web-demo.png (written there when RECIPROCAM_UPDATE_DOCS=1, so that a test run leaves the
+    checkout clean)."""
+    update_docs = os.environ.get("RECIPROCAM_UPDATE_DOCS") == "1" and backend == "wasm"
+    screenshot = SCREENSHOT if update_docs else tmp_path / "web-demo.png"
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
-        ["node", str(web_example), server, "star", str(screenshot)],
+        ["node", str(web_example), server, "star", str(screenshot), backend],
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     page = json.loads(result.stdout)
     assert page["state"] == "done", page["status"]
+    assert page["backend"] == {"wasm": "WASM", "webgpu": "WebGPU"}[backend]
     assert screenshot.stat().st_size > 10_000
     assert not page["pageErrors"]
 

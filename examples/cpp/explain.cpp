@@ -1,16 +1,20 @@
 // reciprocam_explain: run a reciprocam fused graph with OpenVINO and write one saliency map.
 //
 //   reciprocam_explain FUSED.onnx INPUT.npy OUTPUT.map.npy [--target CLASS] [--labels labels.txt]
+//                      [--overlay OUTPUT.png]
 //
 // INPUT.npy is the model's input for one image, float32 [1, 3, H, W] or [3, H, W], as
 // `reciprocam preprocess` writes it. Prints the top-5 classes (softmax; names from the graph, or
 // --labels) and the target, and writes the target's map, float32 [h, w] in [0, 1]: the map
-// `reciprocam explain` writes.
+// `reciprocam explain` writes. --overlay also writes the map over the image as a PNG, as
+// `reciprocam explain` does.
 
 #include <openvino/openvino.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -21,11 +25,12 @@
 #include <vector>
 
 #include "npy.h"
+#include "overlay.h"
 
 namespace {
 
 struct Arguments {
-  std::string model, input, output, labels;
+  std::string model, input, output, labels, overlay;
   long target = -1;  // -1: the top class
 };
 
@@ -42,28 +47,44 @@ Arguments parse(int argc, char** argv) {
       args.target = std::stol(value);
     } else if (arg == "--labels" && k + 1 < argc) {
       args.labels = argv[++k];
+    } else if (arg == "--overlay" && k + 1 < argc) {
+      args.overlay = argv[++k];
     } else {
       positional.push_back(arg);
     }
   }
   if (positional.size() != 3) {
     throw std::invalid_argument(
-        "usage: reciprocam_explain FUSED.onnx INPUT.npy OUTPUT.map.npy [--target CLASS] [--labels labels.txt]");
+        "usage: reciprocam_explain FUSED.onnx INPUT.npy OUTPUT.map.npy [--target CLASS] [--labels labels.txt] "
+        "[--overlay OUTPUT.png]");
   }
   args.model = positional[0], args.input = positional[1], args.output = positional[2];
   return args;
 }
 
-// The class names the fused graph carries: "labels": ["circle", ...] in its reciprocam.split metadata
-// (OpenVINO keeps an ONNX file's metadata under rt_info "framework"). Empty when it has none.
-std::vector<std::string> graph_labels(const std::shared_ptr<ov::Model>& model) {
-  std::vector<std::string> names;
-  if (!model->has_rt_info("framework", "reciprocam.split")) return names;
-  auto json = model->get_rt_info<std::string>("framework", "reciprocam.split");
-  auto at = json.find("\"labels\"");
-  if (at == std::string::npos || (at = json.find_first_of("[n", at)) == std::string::npos || json[at] == 'n') {
-    return names;  // no key, or "labels": null
+// The fused graph's reciprocam.split metadata (JSON; OpenVINO keeps an ONNX file's metadata under rt_info
+// "framework"), or "" when it has none.
+std::string split_metadata(const std::shared_ptr<ov::Model>& model) {
+  if (!model->has_rt_info("framework", "reciprocam.split")) return "";
+  return model->get_rt_info<std::string>("framework", "reciprocam.split");
+}
+
+// Where the JSON array of `key` starts ('['), or npos when the key is missing or null.
+std::size_t array_of(const std::string& json, const std::string& key) {
+  const std::string quoted = "\"" + key + "\"";
+  auto at = json.find(quoted);
+  if (at == std::string::npos || (at = json.find_first_of("[n", at + quoted.size())) == std::string::npos ||
+      json[at] == 'n') {
+    return std::string::npos;
   }
+  return at;
+}
+
+// The class names the graph carries: "labels": ["circle", ...]. Empty when it has none.
+std::vector<std::string> graph_labels(const std::string& json) {
+  std::vector<std::string> names;
+  auto at = array_of(json, "labels");
+  if (at == std::string::npos) return names;
   std::string name;
   bool inside = false;
   for (++at; at < json.size() && (inside || json[at] != ']'); ++at) {
@@ -78,6 +99,26 @@ std::vector<std::string> graph_labels(const std::shared_ptr<ov::Model>& model) {
     }
   }
   return names;
+}
+
+// The graph's per-channel "mean" or "std" (3 values, or 1 for all channels), else `fallback`
+// (ImageNet's, as `reciprocam preprocess` uses for a model without them).
+std::array<double, 3> channel_values(const std::string& json, const std::string& key, std::array<double, 3> fallback) {
+  auto at = array_of(json, key);
+  if (at == std::string::npos) return fallback;
+  std::vector<double> values;
+  for (const char* p = json.c_str() + at + 1; *p && *p != ']';) {
+    char* end = nullptr;
+    double value = std::strtod(p, &end);
+    if (end == p) {
+      ++p;
+    } else {
+      values.push_back(value), p = end;
+    }
+  }
+  if (values.size() == 1) return {values[0], values[0], values[0]};
+  if (values.size() != 3) throw std::runtime_error("the graph's " + key + " has " + std::to_string(values.size()) + " values");
+  return {values[0], values[1], values[2]};
 }
 
 std::vector<std::string> class_names(const std::string& path, std::vector<std::string> names, std::size_t classes) {
@@ -120,7 +161,8 @@ int run(const Arguments& args) {
   std::vector<std::size_t> order(classes);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return scores[a] > scores[b]; });
-  auto names = class_names(args.labels, graph_labels(model), classes);
+  const std::string metadata = split_metadata(model);
+  auto names = class_names(args.labels, graph_labels(metadata), classes);
   long target = args.target < 0 ? static_cast<long>(order[0]) : args.target;
   if (target >= static_cast<long>(classes)) {
     throw std::runtime_error("--target must lie in 0.." + std::to_string(classes - 1));
@@ -133,6 +175,16 @@ int run(const Arguments& args) {
   std::size_t cells = map_shape[2] * map_shape[3];
   write_npy(args.output, {map_shape[2], map_shape[3]}, saliency.data<float>() + target * cells);
   std::cout << "wrote " << args.output << " (" << map_shape[2] << "x" << map_shape[3] << ")\n";
+  if (!args.overlay.empty()) {
+    if (input.shape[1] != 3) throw std::runtime_error("--overlay needs an NCHW input [1, 3, H, W]");
+    auto mean = channel_values(metadata, "mean", {0.485, 0.456, 0.406});
+    auto std = channel_values(metadata, "std", {0.229, 0.224, 0.225});
+    std::size_t height = input.shape[2], width = input.shape[3];
+    auto rgb = picture(input.data.data(), height, width, mean, std);
+    blend(rgb, height, width, saliency.data<float>() + target * cells, map_shape[2], map_shape[3]);
+    write_png(args.overlay, rgb, height, width);
+    std::cout << "wrote " << args.overlay << "\n";
+  }
   return 0;
 }
 

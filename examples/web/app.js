@@ -1,10 +1,12 @@
 // The page: load a fused graph, explain an image, draw the map of the chosen class.
 // Tests read window.reciprocam (state, topClass, scores, maps, grid, ...).
-import * as ort from "./node_modules/onnxruntime-web/dist/ort.wasm.min.mjs";
+import * as ort from "./node_modules/onnxruntime-web/dist/ort.webgpu.min.mjs";
 import { blend, cropPlacement, graphInfo, inputData, softmax, topK } from "./reciprocam.js";
 
 const EXAMPLES = ["star", "circle", "triangle", "ring", "arrow", "crescent", "two_objects"];
-const DEFAULT_GRAPH = new URLSearchParams(location.search).get("graph") ?? "shapes_vit.explain.onnx";
+const PARAMS = new URLSearchParams(location.search);
+const DEFAULT_GRAPH = PARAMS.get("graph") ?? "shapes_vit.explain.onnx";
+const BACKEND = PARAMS.get("backend") ?? "auto"; // auto (WebGPU where the browser has it), webgpu or wasm
 
 const $ = (id) => document.getElementById(id);
 const page = (window.reciprocam = { state: "loading" });
@@ -24,15 +26,31 @@ async function loadGraph(bytes, name) {
   status(`Loading ${name}…`);
   graph = null;
   const info = graphInfo(bytes);
-  const session = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"] });
+  const { session, backend } = await createSession(bytes);
   for (const output of ["logits", "saliency"]) {
     if (!session.outputNames.includes(output)) throw new Error(`${name} has no "${output}" output: not a fused graph`);
   }
   graph = { session, info };
-  $("graph-name").textContent = `${name}: ${info.labels.length} classes, ${info.width}x${info.height} input`;
+  page.backend = backend;
+  $("graph-name").textContent = `${name}: ${info.labels.length} classes, ${info.width}x${info.height} input, ${backend}`;
   status(`${name} loaded; pick an image.`);
   page.state = "ready";
   if (image) await explain();
+}
+
+// WebGPU where the browser offers an adapter (ops it lacks run on WASM), else WASM.
+async function createSession(bytes) {
+  const gpu = BACKEND !== "wasm" && navigator.gpu && (await navigator.gpu.requestAdapter()) !== null;
+  if (BACKEND === "webgpu" && !gpu) throw new Error("this browser offers no WebGPU adapter (backend=webgpu was asked)");
+  if (gpu) {
+    try {
+      return { session: await ort.InferenceSession.create(bytes, { executionProviders: ["webgpu", "wasm"] }), backend: "WebGPU" };
+    } catch (error) {
+      if (BACKEND === "webgpu") throw error;
+      console.warn(`WebGPU could not load the graph, using WASM: ${error.message}`);
+    }
+  }
+  return { session: await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"] }), backend: "WASM" };
 }
 
 async function loadImage(blob, name) {
@@ -76,7 +94,7 @@ async function explain() {
   fillClasses(info.labels, top);
   show(top);
   $("drop").classList.add("has-image");
-  status(`${name}: ${info.labels[top]} (${(100 * scores[top]).toFixed(1)} %), explained in ${seconds.toFixed(2)} s`);
+  status(`${name}: ${info.labels[top]} (${(100 * scores[top]).toFixed(1)} %), explained in ${seconds.toFixed(2)} s (${page.backend})`);
   page.state = "done";
 }
 

@@ -111,13 +111,9 @@ def _core(model: onnx.ModelProto, split: SplitModel, slots: Slots, options: Opti
         cell_logits = copies.logits(c, {key: c.const(key, value) for key, value in tables.items()})
     else:
         cell_logits = _chunked(c, copies, tables, options.chunk)
-    b = OpBuilder(graph, "reciprocam/")  # scores and maps in float32 (softmax in float64)
+    b = OpBuilder(graph, "reciprocam/")  # scores and maps in float32
     cells = b.cast(b.reshape(cell_logits, [-1, len(slots), info.classes]), "float32")
-    if options.score == SCORES[0]:  # softmax in double, as Explainer: top scores differ below float32 resolution
-        wide = b.op("Cast", [cells], {"to": onnx.TensorProto.DOUBLE}, dtype=np.float64)
-        scores = b.op("Softmax", [wide], {"axis": -1}, dtype=np.float64)
-    else:
-        scores = cells
+    scores = _softmax_for_maps(b, cells) if options.score == SCORES[0] else cells
     saliency = _saliency(b, scores, info)
     saliency_u8 = b.op(
         "Cast",
@@ -227,8 +223,36 @@ def _chunked(b: OpBuilder, copies: _Copies, tables: dict[str, np.ndarray], chunk
     return b.reshape(kept, [-1, classes])
 
 
+def _softmax_for_maps(b: OpBuilder, logits: gs.Variable) -> gs.Variable:
+    """[B, cells, C] float32 logits -> float32 values whose per-class min-max over the cells is that of
+    the softmax scores, in float32 only (WebGPU, TensorRT and many NPUs have no float64).
+
+    A confident model's top score sits within float32 rounding of 1.0, where the cells' differences
+    would vanish. So a class that scores above 0.5 on average over the cells is represented by
+    ``-q = p - 1``, where ``q`` (the other classes' share) is summed from small terms without
+    cancellation; other classes by ``p`` itself. Both forms have float32's relative precision, below
+    the logits' own rounding.
+    """
+    top = b.reduce("ReduceMax", logits, [-1])
+    shifted = b.op("Sub", [logits, top])
+    exp = b.op("Exp", [shifted])
+    total = b.reduce("ReduceSum", exp, [-1])
+    zero, one = b.const("zero", np.array(0, np.float32)), b.const("one", np.array(1, np.float32))
+    is_top = b.op("Equal", [shifted, zero], dtype=np.bool_)
+    below_top = b.reduce("ReduceSum", b.op("Where", [is_top, zero, exp]), [-1])  # every class but the top(s)
+    tied = b.op("Sub", [b.reduce("ReduceSum", b.cast(is_top), [-1]), one])  # other classes at the top: 1 each
+    others = b.op(  # sum of exp over the classes other than each class
+        "Where", [is_top, b.op("Add", [below_top, tied]), b.op("Sub", [total, exp])]
+    )
+    p = b.op("Div", [exp, total])
+    q = b.op("Div", [others, total])
+    half = b.const("half", np.array(0.5, np.float32))
+    mostly = b.op("Greater", [b.reduce("ReduceMean", p, [1]), half], dtype=np.bool_)
+    return b.op("Where", [mostly, b.op("Neg", [q]), p])
+
+
 def _saliency(b: OpBuilder, cell_scores: gs.Variable, info: SplitInfo) -> gs.Variable:
-    """[B, cells, C] (float32 or float64) -> per image and class min-max over the cells -> float32 [B, C, h, w]."""
+    """[B, cells, C] float32 -> per image and class min-max over the cells -> float32 [B, C, h, w]."""
     dtype = cell_scores.dtype
     per_class = b.op("Transpose", [cell_scores], {"perm": [0, 2, 1]}, dtype=dtype)
     low = b.reduce("ReduceMin", per_class, [2])
@@ -237,8 +261,6 @@ def _saliency(b: OpBuilder, cell_scores: gs.Variable, info: SplitInfo) -> gs.Var
     safe = b.op("Where", [positive, span, b.const("one", np.array(1, dtype))], dtype=dtype)
     scaled = b.op("Div", [b.op("Sub", [per_class, low], dtype=dtype), safe], dtype=dtype)
     flat = b.op("Where", [positive, scaled, b.const("zeros", np.array(0, dtype))], dtype=dtype)
-    if dtype != np.float32:
-        flat = b.op("Cast", [flat], {"to": onnx.TensorProto.FLOAT}, dtype=np.float32)
     return b.reshape(flat, [-1, info.classes, *info.grid])
 
 

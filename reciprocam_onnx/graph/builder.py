@@ -44,9 +44,10 @@ class OpBuilder:
         return self.op("Cast", [x], {"to": onnx.helper.np_dtype_to_tensor_dtype(to)}, dtype=to)
 
     def reduce(self, op: str, x: gs.Tensor, axes: list[int]) -> gs.Variable:
-        """ReduceMin/ReduceMax keeping dims, with axes as attribute (< 18) or input (>= 18)."""
+        """A Reduce* op keeping dims, with axes as attribute or input (from opset 13 for ReduceSum, 18 for
+        the others)."""
         dtype = x.dtype
-        if self.opset >= 18:
+        if self.opset >= (13 if op == "ReduceSum" else 18):
             return self.op(op, [x, self.const("axes", np.array(axes, np.int64))], {"keepdims": 1}, dtype=dtype)
         return self.op(op, [x], {"axes": axes, "keepdims": 1}, dtype=dtype)
 
