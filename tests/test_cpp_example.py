@@ -31,16 +31,33 @@ def fused(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def program(tmp_path_factory) -> Path:
-    """examples/cpp configured and built as its README says, in the test's Python environment."""
-    for tool in ("cmake", "g++"):
+def build(tmp_path_factory) -> Path:
+    """examples/cpp configured and built as its README says, in the test's Python environment: the
+    OpenVINO program, and the ONNX Runtime one with headers fetched by onnxruntime_headers.sh."""
+    for tool in ("cmake", "g++", "apt-get", "dpkg-deb"):
         assert shutil.which(tool), f"{tool} is needed (apt-get install -y cmake g++)"
     build = tmp_path_factory.mktemp("cpp-build")
+    headers = subprocess.run(
+        [str(ROOT / "examples" / "cpp" / "onnxruntime_headers.sh"), str(build / "onnxruntime-include")],
+        capture_output=True,
+        text=True,
+    )
+    assert headers.returncode == 0, headers.stderr
     env = {**os.environ, "VIRTUAL_ENV": sys.prefix, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    for step in (["cmake", "-S", str(ROOT / "examples" / "cpp"), "-B", str(build)], ["cmake", "--build", str(build)]):
+    configure = ["cmake", "-S", str(ROOT / "examples" / "cpp"), "-B", str(build)]
+    for step in (
+        [*configure, f"-DONNXRUNTIME_INCLUDE_DIR={build / 'onnxruntime-include'}"],
+        ["cmake", "--build", str(build)],
+    ):
         done = subprocess.run(step, env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stdout + done.stderr
-    return build / "reciprocam_explain"
+    return build
+
+
+@pytest.fixture(params=["reciprocam_explain", "reciprocam_explain_ort"])
+def program(request, build) -> Path:
+    """The program built against OpenVINO, and the one built against ONNX Runtime's C++ API."""
+    return build / request.param
 
 
 def test_openvino_runs_the_fused_graph_as_onnx_runtime_does(fused):

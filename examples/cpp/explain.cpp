@@ -1,4 +1,5 @@
-// reciprocam_explain: run a reciprocam fused graph with OpenVINO and write one saliency map.
+// reciprocam_explain: run a reciprocam fused graph and write one saliency map. Built against OpenVINO
+// (reciprocam_explain) or ONNX Runtime (reciprocam_explain_ort); runtime.h is the difference.
 //
 //   reciprocam_explain FUSED.onnx INPUT.npy OUTPUT.map.npy [--target CLASS] [--labels labels.txt]
 //                      [--overlay OUTPUT.png]
@@ -9,15 +10,12 @@
 // `reciprocam explain` writes. --overlay also writes the map over the image as a PNG, as
 // `reciprocam explain` does.
 
-#include <openvino/openvino.hpp>
-
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdlib>
 #include <cstdio>
 #include <fstream>
-#include <memory>
 #include <iostream>
 #include <numeric>
 #include <stdexcept>
@@ -26,6 +24,7 @@
 
 #include "npy.h"
 #include "overlay.h"
+#include "runtime.h"
 
 namespace {
 
@@ -60,13 +59,6 @@ Arguments parse(int argc, char** argv) {
   }
   args.model = positional[0], args.input = positional[1], args.output = positional[2];
   return args;
-}
-
-// The fused graph's reciprocam.split metadata (JSON; OpenVINO keeps an ONNX file's metadata under rt_info
-// "framework"), or "" when it has none.
-std::string split_metadata(const std::shared_ptr<ov::Model>& model) {
-  if (!model->has_rt_info("framework", "reciprocam.split")) return "";
-  return model->get_rt_info<std::string>("framework", "reciprocam.split");
 }
 
 // Where the JSON array of `key` starts ('['), or npos when the key is missing or null.
@@ -146,42 +138,31 @@ int run(const Arguments& args) {
   if (input.shape.size() != 4 || input.shape[0] != 1) {
     throw std::runtime_error(args.input + ": expected one image, float32 [1, 3, H, W] or [3, H, W]");
   }
-  ov::Core core;
-  auto model = core.read_model(args.model);
-  // f32 throughout: the CPU plugin would otherwise compute in bf16 where the processor has it
-  auto compiled = core.compile_model(model, "CPU", ov::hint::inference_precision(ov::element::f32));
-  auto request = compiled.create_infer_request();
-  ov::Shape shape(input.shape.begin(), input.shape.end());
-  request.set_input_tensor(ov::Tensor(ov::element::f32, shape, input.data.data()));
-  request.infer();
-  ov::Tensor logits = request.get_tensor("logits"), saliency = request.get_tensor("saliency");
-  auto classes = logits.get_shape()[1];
-  auto map_shape = saliency.get_shape();  // [1, C, h, w]
-  std::vector<double> scores = softmax(logits.data<float>(), classes);
-  std::vector<std::size_t> order(classes);
+  FusedOutputs out = run_fused(args.model, input);
+  std::vector<double> scores = softmax(out.logits.data(), out.classes);
+  std::vector<std::size_t> order(out.classes);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return scores[a] > scores[b]; });
-  const std::string metadata = split_metadata(model);
-  auto names = class_names(args.labels, graph_labels(metadata), classes);
+  auto names = class_names(args.labels, graph_labels(out.metadata), out.classes);
   long target = args.target < 0 ? static_cast<long>(order[0]) : args.target;
-  if (target >= static_cast<long>(classes)) {
-    throw std::runtime_error("--target must lie in 0.." + std::to_string(classes - 1));
+  if (target >= static_cast<long>(out.classes)) {
+    throw std::runtime_error("--target must lie in 0.." + std::to_string(out.classes - 1));
   }
   std::cout << "top-5:";
-  for (std::size_t k = 0; k < std::min<std::size_t>(5, classes); ++k) {
+  for (std::size_t k = 0; k < std::min<std::size_t>(5, out.classes); ++k) {
     std::printf("%s %s %.3f", k ? "," : "", names[order[k]].c_str(), scores[order[k]]);
   }
   std::cout << "\ntarget: " << names[target] << "\n";
-  std::size_t cells = map_shape[2] * map_shape[3];
-  write_npy(args.output, {map_shape[2], map_shape[3]}, saliency.data<float>() + target * cells);
-  std::cout << "wrote " << args.output << " (" << map_shape[2] << "x" << map_shape[3] << ")\n";
+  const float* map = out.saliency.data() + target * out.h * out.w;
+  write_npy(args.output, {out.h, out.w}, map);
+  std::cout << "wrote " << args.output << " (" << out.h << "x" << out.w << ", " << RUNTIME_NAME << ")\n";
   if (!args.overlay.empty()) {
     if (input.shape[1] != 3) throw std::runtime_error("--overlay needs an NCHW input [1, 3, H, W]");
-    auto mean = channel_values(metadata, "mean", {0.485, 0.456, 0.406});
-    auto std = channel_values(metadata, "std", {0.229, 0.224, 0.225});
+    auto mean = channel_values(out.metadata, "mean", {0.485, 0.456, 0.406});
+    auto std = channel_values(out.metadata, "std", {0.229, 0.224, 0.225});
     std::size_t height = input.shape[2], width = input.shape[3];
     auto rgb = picture(input.data.data(), height, width, mean, std);
-    blend(rgb, height, width, saliency.data<float>() + target * cells, map_shape[2], map_shape[3]);
+    blend(rgb, height, width, map, out.h, out.w);
     write_png(args.overlay, rgb, height, width);
     std::cout << "wrote " << args.overlay << "\n";
   }
