@@ -82,6 +82,8 @@ def explain_dataset(
         return counts
     ray, started = _ray(ray_address)
     try:
+        if use_gpu and ray.cluster_resources().get("GPU", 0) < 1:
+            raise OptionError("--gpu: this Ray cluster has no GPUs (its nodes declare none); run without --gpu")
         worker = type("ExplainWorker", (ExplainWorker,), {"job": job})  # the job travels with the class
         dataset = ray.data.from_items([{"path": path} for path in todo]).map_batches(
             worker,

@@ -16,6 +16,7 @@ import ray
 
 from reciprocam_onnx import Explainer
 from reciprocam_onnx.cli import main
+from reciprocam_onnx.errors import OptionError
 from reciprocam_onnx.evaluation.shapes import generate, save_samples
 from reciprocam_onnx.ray_dataset import explain_dataset
 from tests.test_hostile import ctrl_c_reaches_it
@@ -38,7 +39,9 @@ def images(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    """A local Ray of 2 CPUs that declares one GPU (this machine may have none: the GPU worker's ONNX
+    Runtime then falls back to its CPU, as it does anywhere CUDA is missing)."""
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
@@ -123,3 +126,24 @@ def test_without_ray_the_job_says_how_to_install_it(monkeypatch, tmp_path, capsy
         == 'error: explaining a dataset needs Ray Data: pip install "reciprocam-onnx[ray]"'
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_gpu_workers_are_scheduled_on_gpus_and_give_the_same_maps(images, local_ray, tmp_path):
+    """--gpu: each worker asks Ray for a GPU; on the GPU the local Ray declares, the maps are the CPU's."""
+    listed = tmp_path / "some.txt"
+    chosen = sorted(str(p) for p in images.rglob("*.png") if "broken" not in p.name)[:6]
+    listed.write_text("\n".join(chosen))
+    counts = explain_dataset(listed, tmp_path / "gpu", DEMO, workers=1, use_gpu=True, show_progress=False)
+    assert counts["explained"] == 6
+    cpu = Explainer(DEMO)
+    for path, row in results(tmp_path / "gpu").items():
+        x, _ = cpu.info.preprocess(path)
+        expected = cpu.explain(x[None])
+        assert row["target"] == int(expected.targets[0])
+        np.testing.assert_allclose(np.reshape(row["map"], expected.maps[0].shape), expected.maps[0], atol=1e-6)
+
+
+def test_gpu_workers_on_a_cluster_without_gpus_are_refused_in_one_line(images, local_ray, monkeypatch, tmp_path):
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    with pytest.raises(OptionError, match="no GPUs"):
+        explain_dataset(images, tmp_path / "out", DEMO, use_gpu=True, show_progress=False)
