@@ -28,7 +28,7 @@ from benchmarks.openvino_baseline import make_openvino_explainer, openvino_avail
 from benchmarks.peak_memory import build  # noqa: E402
 from reciprocam_onnx.graph.runtime import physical_cores  # noqa: E402
 
-MEMORY_VARIANTS = {"forward", "explain", "explain-plain", "fused", "fused-chunked"}
+MEMORY_VARIANTS = {"forward", "explain", "explain-plain", "explain-bf16", "fused", "fused-chunked"}
 
 
 def main() -> None:
@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-reference", action="store_true", help="skip the (slow) PyTorch reference")
     parser.add_argument("--no-openvino", action="store_true")
+    parser.add_argument("--fidelity-images", type=int, default=8, help="images for the bfloat16 fidelity rows")
     args = parser.parse_args()
     use_ov = openvino_available() and not args.no_openvino
     print(
@@ -51,16 +52,23 @@ def main() -> None:
                 continue
             rows = measure(path, model, block, args, use_ov)
             print_table(f"{name}, block {block} ({-block} block(s) after the tap)", rows)
+        if block_fidelity := fidelity(path, use_ov, args.fidelity_images):
+            print(
+                f"\n{name}, block -2: bfloat16 maps against float32 maps, Pearson mean / min over "
+                f"{args.fidelity_images} images (same targets: {block_fidelity.pop('same targets')})"
+            )
+            for label, (mean, low) in block_fidelity.items():
+                print(f"  {label:44s} {mean:.4f} / {low:.4f}")
 
 
 def export(name: str, folder: Path):
-    import timm
-    import torch
-
+    """timm's ``name`` with random weights, its tapped blocks made sensitive as the tests make them
+    (tests/zoo.py): time does not depend on the weights, but bfloat16's fidelity check does (a flat map is
+    one rounding erases, and it would be recomputed in float32)."""
     from export.export_vit import export_onnx
+    from tests.zoo import Family, _timm, _timm_blocks, _timm_heads, make_model
 
-    torch.manual_seed(0)
-    model = timm.create_model(name, pretrained=False).eval()
+    model = make_model(Family(name, _timm(name), _timm_blocks, _timm_heads))
     return export_onnx(model, folder / f"{name}.onnx"), model
 
 
@@ -70,11 +78,12 @@ def measure(path: Path, model, block: int, args, use_ov: bool) -> dict[str, tupl
         "forward": "onnxruntime forward pass",
         "explain-plain": "Explainer, rewrites off",
         "explain": "Explainer (default)",
+        "explain-bf16": "Explainer, bfloat16",
         "fused": "fused graph",
         "fused-chunked": "fused graph, Loop chunks of 24",
     }
     if block == -1:
-        variants = {k: v for k, v in variants.items() if k in ("forward", "explain")}
+        variants = {k: v for k, v in variants.items() if k in ("forward", "explain", "explain-bf16")}
     rows = {}
     for key, label in variants.items():
         run = build(str(path), key, block)
@@ -87,6 +96,30 @@ def measure(path: Path, model, block: int, args, use_ov: bool) -> dict[str, tupl
             label = f"OpenVINO XAI {ov.inference_precision}"
             rows[label] = (median_seconds(lambda ov=ov: ov(image), args.repeats), None)
     return rows
+
+
+def fidelity(path: Path, use_ov: bool, count: int) -> dict:
+    """Pearson of bfloat16 maps with float32 maps of the same explainer: ours (precision='bfloat16', its
+    check on) and OpenVINO XAI's (default precision against f32), on ``count`` random images."""
+    from reciprocam_onnx import Explainer
+
+    images = np.random.default_rng(1).standard_normal((count, 3, 224, 224), dtype=np.float32)
+    exact = Explainer(path, block=-2, providers=["CPUExecutionProvider"])
+    ours = exact.with_options(precision="bfloat16")
+    reference, reduced = exact.explain(images), ours.explain(images)
+    rows = {"same targets": f"{(reference.targets == reduced.targets).mean():.0%}"}
+    rows["reciprocam-onnx bfloat16 vs its float32"] = pearson(reduced.maps, reference.maps)
+    if use_ov:
+        f32, bf16 = (make_openvino_explainer(str(path), 2, precision) for precision in ("f32", "default"))
+        maps = [(f32(image[None])[0], bf16(image[None])[0]) for image in images]
+        rows[f"OpenVINO XAI {bf16.inference_precision} vs its f32"] = pearson(*map(np.stack, zip(*maps)))
+    return rows
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(mean, min) Pearson correlation of maps a[i] and b[i]."""
+    values = [np.corrcoef(x.ravel(), y.ravel())[0, 1] for x, y in zip(a, b)]
+    return float(np.mean(values)), float(np.min(values))
 
 
 def reference_seconds(model, image: np.ndarray, repeats: int) -> float:

@@ -33,6 +33,8 @@ def build(model: str, variant: str, block: int):
         return lambda x: session.run(None, {session.get_inputs()[0].name: x})
     if variant in ("explain", "explain-plain"):
         return Explainer(model, block=block, providers=[CPU], optimize=variant == "explain").explain
+    if variant == "explain-bf16":
+        return Explainer(model, block=block, providers=[CPU], precision="bfloat16").explain
     chunk = CHUNK if variant == "fused-chunked" else None
     return FusedExplainer(fuse(model, block=block, chunk=chunk), [CPU]).explain
 
@@ -40,7 +42,9 @@ def build(model: str, variant: str, block: int):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
-    parser.add_argument("variant", choices=["forward", "explain", "explain-plain", "fused", "fused-chunked"])
+    parser.add_argument(
+        "variant", choices=["forward", "explain", "explain-plain", "explain-bf16", "fused", "fused-chunked"]
+    )
     parser.add_argument("--block", type=int, default=-2)
     args = parser.parse_args()
     run = build(args.model, args.variant, args.block)

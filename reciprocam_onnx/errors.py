@@ -64,6 +64,10 @@ class OnnxRuntimeError(UserError):
     """ONNX Runtime refused to load or run a graph."""
 
 
+class OpenVINOError(UserError):
+    """OpenVINO refused to compile or run a graph (precision='bfloat16')."""
+
+
 @contextlib.contextmanager
 def onnxruntime_errors(doing: str) -> Iterator[None]:
     """Turn ONNX Runtime's exceptions raised inside the block into one-line OnnxRuntimeErrors."""

@@ -7,8 +7,8 @@ option means. Options fall in three groups:
 * the cut (``block``, ``optimize``): a new split for each value;
 * the copies and read-out (``kernel``, ``cls_token``, ``score``, ``residual``):
   one split serves every value (``Explainer.with_options``);
-* how copies run (``precision``, ``max_batch`` for the Explainer, ``chunk`` for
-  the fused graph).
+* how copies run (``precision``, ``unresolved``, ``max_batch`` for the
+  Explainer, ``chunk`` for the fused graph).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from .errors import OptionError
 KERNELS = ("3x3", "1x1")
 SCORES = ("softmax", "logits")
 RESIDUALS = ("unmasked", "masked")
-PRECISIONS = ("float32", "float16")
+PRECISIONS = ("float32", "float16", "bfloat16")
+UNRESOLVED = ("recompute", "warn")
 
 CUT = ("block", "optimize", "input_size")
 FUSED = ("block", "optimize", "kernel", "cls_token", "score", "residual", "chunk")  # baked into a fused graph
@@ -43,7 +44,17 @@ class Options:
     score: str = _option(SCORES[0], "score read from each copy", SCORES)
     residual: str = _option(RESIDUALS[0], "mask the residual stream too, or not (the paper)", RESIDUALS)
     optimize: bool = _option(True, "run the exact suffix rewrites that compute less (docs/design.md)")
-    precision: str = _option(PRECISIONS[0], "precision of the masked copies (float16 is meant for CUDA)", PRECISIONS)
+    precision: str = _option(
+        PRECISIONS[0],
+        "precision of the masked copies: float16 is meant for CUDA, bfloat16 for CPUs with AVX512-BF16 or AMX "
+        "(OpenVINO)",
+        PRECISIONS,
+    )
+    unresolved: str = _option(
+        UNRESOLVED[0],
+        "bfloat16: a map that rounding erased is recomputed in float32, or only warned about",
+        UNRESOLVED,
+    )
     max_batch: int | None = _option(None, "masked copies per suffix run (default: from a memory budget)")
     chunk: int | None = _option(None, "fused graph: copies per ONNX Loop step (default: all at once)")
     input_size: tuple[int, int] | None = _option(

@@ -20,7 +20,7 @@ from tests.conftest import random_images
         ({"kernel": "5x5"}, "kernel must be one of 3x3, 1x1"),
         ({"score": "probit"}, "score"),
         ({"residual": "half"}, "residual"),
-        ({"precision": "bfloat16"}, "precision"),
+        ({"precision": "int4"}, "precision"),
         ({"max_batch": 0}, "max_batch"),
         ({"chunk": -3}, "chunk"),
         ({"block": 1.5}, "block"),

@@ -11,7 +11,7 @@ from ..options import Options
 from .common import add_option_flags, add_runtime_flags, default_model, first_sentence, given_options, providers
 
 # the methods set the other options
-EVAL_OPTIONS = ("block", "cls_token", "residual", "optimize", "precision", "max_batch", "input_size")
+EVAL_OPTIONS = ("block", "cls_token", "residual", "optimize", "precision", "unresolved", "max_batch", "input_size")
 
 DEFAULT_SHAPES = 500
 

@@ -32,6 +32,7 @@ EXPLAIN_OPTIONS = (
     "residual",
     "optimize",
     "precision",
+    "unresolved",
     "max_batch",
     "input_size",
 )

@@ -38,7 +38,7 @@ class Slots:
     def __len__(self) -> int:
         return len(self.token)
 
-    def __getitem__(self, rows: slice) -> Slots:
+    def __getitem__(self, rows: slice | list[int]) -> Slots:
         return Slots(self.token[rows], self.weight[rows], self.log_count[rows], self.token_slot[rows])
 
     @property

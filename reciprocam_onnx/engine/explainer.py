@@ -42,10 +42,12 @@ from ..copies.masks import cell_weights
 from ..copies.slots import Slots, copy_slots, identity_slots
 from ..errors import OptionError, onnxruntime_errors
 from ..graph.runtime import make_session, on_cuda, release_memory
-from ..options import CUT, PRECISIONS, Options, resolve
+from ..options import CUT, PRECISIONS, UNRESOLVED, Options, resolve
 from ..rewrites import PRECISION_PASSES, Surgery, run_passes
 from ..split.pipeline import resolve_block, split_model
 from .base import Explanation, Targets, check_class_scores, check_images, choose_targets
+from .fidelity import TOLERANCE, checked_cells, map_error
+from .openvino_suffix import OpenVINOSuffix, bfloat16_supported
 from .scores import check_finite, minmax_normalise, to_scores, unresolved
 from .suffix import engine_suffix
 
@@ -96,7 +98,8 @@ class Explainer:
             release_memory()
             self._prefix = make_session(prefix, providers)
             self._suffix = make_session(suffix, providers)
-        self.device = "cuda" if on_cuda(self._suffix) else "cpu"
+            self.device = "cuda" if on_cuda(self._suffix) else "cpu"
+            self._reduced = self._reduced_suffix(suffix)
         self._configure()
 
     def with_options(self, options: Options | None = None, **changes: Any) -> Explainer:
@@ -112,13 +115,15 @@ class Explainer:
         clone.options = replace(new, block=self.options.block)
         if (new.residual, new.precision) != (self.options.residual, self.options.precision):
             with tempfile.TemporaryDirectory(prefix="reciprocam-") as folder:
-                clone._suffix = make_session(clone._write_suffix(Path(folder)), self._providers)
+                suffix = clone._write_suffix(Path(folder))
+                clone._suffix = make_session(suffix, self._providers)
+                clone._reduced = clone._reduced_suffix(suffix)
         clone._configure()
         return clone
 
     def explain(self, images: np.ndarray, targets: Targets = None) -> Explanation:
         """Maps [B, h, w] for the given targets, or for each image's predicted class."""
-        unmasked, cells = self.cell_scores(images)
+        unmasked, cells = self.cell_scores(images, targets)
         chosen = choose_targets(targets, unmasked, self.info.classes)
         picked = cells[np.arange(len(chosen)), :, chosen]
         maps = minmax_normalise(picked.reshape(len(chosen), *self.info.grid))
@@ -141,25 +146,75 @@ class Explainer:
         check_finite(logits)
         return to_scores(logits, self.options.score)
 
-    def cell_scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def cell_scores(self, images: np.ndarray, targets: Targets = None) -> tuple[np.ndarray, np.ndarray]:
         """Raw scores before min-max: unmasked [B, C] and per masked copy [B, h*w, C]. Images go
-        through the prefix IMAGES_PER_PREFIX_RUN at a time: memory does not grow with B."""
+        through the prefix IMAGES_PER_PREFIX_RUN at a time: memory does not grow with B. In bfloat16,
+        each image's map of its target (default: the predicted class) is checked (fidelity.py)."""
         images = check_images(images, self.info.image)
-        cells = len(self._cells)
-        logits = np.empty((len(images), 1 + cells, self.info.classes), np.float32)
+        classes = self.info.classes
+        if targets is not None:
+            targets = choose_targets(targets, np.zeros((len(images), classes)), classes)
+        logits = np.empty((len(images), 1 + len(self._cells), classes), np.float32)
+        erased: list[int] = []
         for first in range(0, len(images), IMAGES_PER_PREFIX_RUN):
             group = images[first : first + IMAGES_PER_PREFIX_RUN]
             tapped = self._run_prefix(group)
             for image in range(len(group)):
                 out = logits[first + image]
                 self._run_suffix(tapped, image, self._unmasked, out=out[:1])
-                for start in range(0, cells, self.max_batch):
-                    end = min(start + self.max_batch, cells)
-                    self._run_suffix(tapped, image, self._cells[start:end], out=out[1 + start : 1 + end])
+                if self._reduced is None:
+                    self._run_cells(self._run_suffix, tapped, image, out)
+                    continue
+                target = int(out[0].argmax()) if targets is None else int(targets[first + image])
+                if not self._reduced_cells(tapped, image, out, target):
+                    erased.append(first + image)
         check_finite(logits)
-        self._warn_if_unresolved(logits)
+        if self._reduced is None:
+            self._warn_if_unresolved(logits)
+        elif erased:
+            self._report_erased(erased, len(images))
         scores = to_scores(logits, self.options.score)
         return scores[:, 0], scores[:, 1:]
+
+    def _run_cells(self, run, tapped: dict, image: int, out: np.ndarray) -> None:
+        """Every masked copy of one image through ``run`` (a suffix runner), max_batch at a time, into out[1:]."""
+        cells = len(self._cells)
+        for start in range(0, cells, self.max_batch):
+            end = min(start + self.max_batch, cells)
+            run(tapped, image, self._cells[start:end], out=out[1 + start : 1 + end])
+
+    def _reduced_cells(self, tapped: dict, image: int, out: np.ndarray, target: int) -> bool:
+        """One image's copies in reduced precision, into out[1:]; False when rounding erased the map of
+        ``target`` (fidelity.py), which is then recomputed in float32 unless options.unresolved says warn."""
+        arrays = {key: value if isinstance(value, np.ndarray) else value.numpy() for key, value in tapped.items()}
+        self._run_cells(self._run_reduced, arrays, image, out)
+        reduced = to_scores(out[1:], self.options.score)[:, target]
+        checked = checked_cells(reduced)
+        exact = np.empty((len(checked), self.info.classes), np.float32)
+        self._run_suffix(tapped, image, self._cells[checked], exact)
+        if map_error(reduced, checked, to_scores(exact, self.options.score)[:, target]) <= TOLERANCE:
+            return True
+        if self.options.unresolved == UNRESOLVED[0]:
+            self._run_cells(self._run_suffix, tapped, image, out)
+        return False
+
+    def _report_erased(self, erased: list[int], images: int) -> None:
+        shown = ", ".join(map(str, erased[:5])) + (", ..." if len(erased) > 5 else "")
+        if self.options.unresolved == UNRESOLVED[0]:
+            log.warning(
+                "bfloat16 rounding erased the maps of %d of %d images (%s): recomputed in float32",
+                len(erased),
+                images,
+                shown,
+            )
+        else:
+            log.warning(
+                "bfloat16 rounding erased the maps of %d of %d images (%s): their cells' scores differ by less "
+                "than bfloat16 resolves; precision='float32' (or unresolved='recompute') resolves them",
+                len(erased),
+                images,
+                shown,
+            )
 
     def _warn_if_unresolved(self, logits: np.ndarray) -> None:
         """One warning line when the model's precision cannot resolve some images' maps."""
@@ -189,6 +244,26 @@ class Explainer:
         path = folder / "suffix.onnx"
         path.write_bytes(graph.SerializeToString())
         return path
+
+    def _reduced_suffix(self, suffix: Path) -> OpenVINOSuffix | None:
+        """OpenVINO's bfloat16 runner of the suffix for precision='bfloat16' (None: float32 or float16 run in
+        ONNX Runtime). A CPU without bfloat16 arithmetic gets float32, with one warning line."""
+        if self.options.precision != PRECISIONS[2]:
+            return None
+        if self.device == "cuda":
+            raise OptionError("precision='bfloat16' runs on the CPU (OpenVINO): use float16 on CUDA, or run on the CPU")
+        if not bfloat16_supported():
+            log.warning("this CPU has no bfloat16 arithmetic (AVX512-BF16 or AMX): running in float32 instead")
+            return None
+        return OpenVINOSuffix(suffix, self.info.output_name)
+
+    def _run_reduced(self, tapped: dict, image: int, slots: Slots, out: np.ndarray) -> None:
+        """Logits of masked copies of one image in reduced precision (OpenVINO), into ``out``."""
+        assert self._reduced is not None
+        feeds = {**tapped, IMAGE_INDEX: np.array([image], np.int64), SLOT_TOKEN: slots.token, SLOT_WEIGHT: slots.weight}
+        if self.info.slots:
+            feeds.update({SLOT_LOG_COUNT: slots.log_count, TOKEN_SLOT: slots.token_slot})
+        self._reduced.run(feeds, out)
 
     def _configure(self) -> None:
         """Slot tables and the run size for the current options."""

@@ -12,7 +12,7 @@ LIMITS = {  # variable: (default, what it bounds)
     "RECIPROCAM_MAX_IMAGE_PIXELS": (100_000_000, "pixels of an image, checked from its header"),
     # a ViT's attention grows with the square of its tokens: 2048x2048 at patch 16 is 16384 tokens
     "RECIPROCAM_MAX_INPUT_PIXELS": (2048 * 2048, "pixels of a model's declared input"),
-    "RECIPROCAM_THREADS": (0, "ONNX Runtime's intra-op threads (unset: the usable cores)"),
+    "RECIPROCAM_THREADS": (0, "ONNX Runtime's (and OpenVINO's) threads (unset: the usable cores)"),
 }
 
 

@@ -1,0 +1,120 @@
+"""precision="bfloat16": the masked copies in OpenVINO's bfloat16 CPU plugin, each map checked against a
+few float32 cells (engine/fidelity.py), and recomputed in float32 (or warned about) where rounding erased it.
+
+On a CPU without bfloat16 arithmetic the explainer says so and runs in float32; the tests assert
+whichever of the two this CPU does, so they check the path that runs here."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reciprocam_onnx import Explainer
+from reciprocam_onnx.cli import main
+from reciprocam_onnx.engine import openvino_suffix
+from reciprocam_onnx.engine.fidelity import TOLERANCE, checked_cells, map_error
+from reciprocam_onnx.errors import OptionError
+from reciprocam_onnx.evaluation.shapes import generate
+from tests.conftest import random_images
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "models" / "shapes_vit.onnx"
+BF16 = openvino_suffix.bfloat16_supported()
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.array([np.corrcoef(x.ravel(), y.ravel())[0, 1] for x, y in zip(a, b)])
+
+
+def test_map_error_ignores_affine_changes_and_measures_the_rest():
+    rng = np.random.default_rng(0)
+    exact = rng.standard_normal(196)
+    reduced = 3.0 * exact + 7.0  # a min-max map does not change
+    cells = checked_cells(reduced)
+    assert cells[0] == exact.argmax() and cells[1] == exact.argmin() and len(set(cells)) == 5
+    assert map_error(reduced, cells, exact[cells]) < 1e-12
+    noisy = exact + rng.standard_normal(196) * 0.5 * exact.std()
+    cells = checked_cells(noisy)
+    assert map_error(noisy, cells, exact[cells]) > TOLERANCE
+    flat = np.zeros(196)
+    assert map_error(flat, checked_cells(flat), exact[checked_cells(flat)]) == float("inf")
+
+
+def test_bfloat16_maps_follow_float32_on_a_sensitised_model(exported):
+    path, _, fam = exported("timm-deit-tiny")
+    exact = Explainer(path, providers=["CPUExecutionProvider"])
+    reduced = exact.with_options(precision="bfloat16")
+    assert (reduced._reduced is not None) == BF16
+    images = random_images(4, fam.input_size, seed=5)
+    a, b = exact.explain(images), reduced.explain(images)
+    np.testing.assert_array_equal(a.targets, b.targets)
+    np.testing.assert_array_equal(a.scores, b.scores)  # the unmasked copy runs in float32
+    correlation = pearson(a.maps, b.maps)
+    assert correlation.min() >= 0.95 and correlation.mean() >= 0.98, correlation
+    if BF16:
+        assert not np.array_equal(a.maps, b.maps)  # it did compute in bfloat16
+
+
+@pytest.mark.parametrize("unresolved", ["recompute", "warn"])
+def test_maps_rounding_erased_are_recomputed_or_reported(unresolved, caplog):
+    """The demo model is confident: at block -2 its cells' softmax scores differ by ~1e-5, below
+    bfloat16's step, for most images."""
+    exact = Explainer(DEMO)
+    reduced = exact.with_options(precision="bfloat16", unresolved=unresolved)
+    images = np.stack([exact.info.preprocess(s.image)[0] for s in generate(5, seed=31)])  # 5: all named
+    with caplog.at_level(logging.WARNING, logger="reciprocam_onnx"):
+        a, b = exact.explain(images), reduced.explain(images)
+    messages = [r.getMessage() for r in caplog.records]
+    if not BF16:
+        assert any("no bfloat16 arithmetic" in m for m in messages)
+        np.testing.assert_array_equal(a.maps, b.maps)
+        return
+    [line] = [m for m in messages if "bfloat16 rounding erased" in m]
+    erased = [int(k) for k in line.split("(")[1].split(")")[0].split(", ")]
+    assert erased, line
+    kept = [k for k in range(len(images)) if k not in erased]
+    if unresolved == "recompute":
+        assert line.endswith("recomputed in float32")
+        np.testing.assert_array_equal(a.maps[erased], b.maps[erased])
+    else:
+        assert "precision='float32'" in line
+        assert (pearson(a.maps[erased], b.maps[erased]) < 0.999).all()
+    assert (pearson(a.maps[kept], b.maps[kept]) > 0.9).all()  # those it kept (often none on this model)
+
+
+def test_without_openvino_bfloat16_says_how_to_get_it(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_openvino(name, *args, **kwargs):
+        if name == "openvino":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    openvino_suffix._core.cache_clear()
+    monkeypatch.setattr(builtins, "__import__", no_openvino)
+    try:
+        with pytest.raises(OptionError, match=r"reciprocam-onnx\[openvino\]"):
+            Explainer(DEMO, precision="bfloat16")
+    finally:
+        openvino_suffix._core.cache_clear()
+
+
+def test_a_cpu_without_bfloat16_runs_float32_and_says_so(monkeypatch, caplog):
+    monkeypatch.setattr("reciprocam_onnx.engine.explainer.bfloat16_supported", lambda: False)
+    image = Explainer(DEMO).info.preprocess(ROOT / "examples" / "images" / "star.png")[0][None]
+    with caplog.at_level(logging.WARNING, logger="reciprocam_onnx"):
+        reduced = Explainer(DEMO, precision="bfloat16")
+    assert any("no bfloat16 arithmetic" in r.getMessage() for r in caplog.records)
+    np.testing.assert_array_equal(reduced.explain(image).maps, Explainer(DEMO).explain(image).maps)
+
+
+def test_cli_precision_bfloat16(tmp_path, capsys):
+    image = ROOT / "examples" / "images" / "star.png"
+    assert main(["explain", str(DEMO), str(image), "-o", str(tmp_path), "--precision", "bfloat16"]) == 0
+    assert "target: star" in capsys.readouterr().out
+    assert np.load(tmp_path / "star.map.npy").shape == (14, 14)
