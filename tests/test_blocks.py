@@ -53,10 +53,15 @@ CASES = {
         {"axes": np.zeros(1, np.int64), "k": np.ones((1, 1, 1, 1), np.float32)},
         "it looks like a CNN rather than a Vision Transformer",
     ),
-    "post-norm": (
+    "original post-norm": (  # LN(x + branch(x)): the LayerNorm follows the Add
         [*branch("x", "a", True), helper.make_node("Add", ["x", "a"], ["r"]), layernorm("r", "y")],
         NORM,
         "no LayerNorm's input also feeds a residual Add",
+    ),
+    "residual post-norm": (  # x + LN(branch(x)), as in Swin V2
+        [*branch("x", "a", True), layernorm("a", "n"), helper.make_node("Add", ["x", "n"], ["y"])],
+        NORM,
+        "1 of its LayerNorms close a branch before the residual Add (post-norm",
     ),
     "mixer": (
         [layernorm("x", "f"), *branch("f", "a", False), helper.make_node("Add", ["x", "a"], ["y"])],

@@ -105,18 +105,24 @@ def deit_float32(exported):
     return exported("timm-deit-tiny")
 
 
-@pytest.mark.parametrize("keep_io_types", [True, False], ids=["float32-io", "float16-io"])
-def test_float16_graph(keep_io_types, deit_float32, tmp_path):
+@pytest.mark.parametrize(
+    "keep_io_types, kept_in_float32",
+    [(True, None), (False, None), (True, ["LayerNormalization", "Softmax"])],
+    ids=["float32-io", "float16-io", "layernorm-softmax-in-float32"],
+)
+def test_float16_graph(keep_io_types, kept_in_float32, deit_float32, tmp_path):
     """onnxruntime.transformers.float16 conversions: the cut keeps float16, float32 images are cast to the
     model's input type, scores come back float32. Masked copies score as they do one at a time through the
     float16 model's own plain cut, within float16 noise (the model's own logits move by 5e-3 of their scale
-    between ONNX Runtime's optimisation levels), and the maps follow the float32 model's."""
+    between ONNX Runtime's optimisation levels), and the maps follow the float32 model's. LayerNorms and
+    Softmax kept in float32 (wrapped in Casts by the converter) are found and cut as the model's own."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     path32, _, fam = deit_float32
     path = tmp_path / "half.onnx"
-    onnx.save(convert_float_to_float16(onnx.load(path32), keep_io_types=keep_io_types), path)
+    half = convert_float_to_float16(onnx.load(path32), keep_io_types=keep_io_types, op_block_list=kept_in_float32)
+    onnx.save(half, path)
     images = random_images(2, fam.input_size, seed=3)
     ex = Explainer(path, score="logits")
     assert ex.info.dtype == "float16" and ex.info.input_dtype == ("float32" if keep_io_types else "float16")

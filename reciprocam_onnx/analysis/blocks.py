@@ -104,6 +104,11 @@ def _what_failed(
         )
     elif not norms:
         step = "no LayerNorm (the op or its decomposed form) was found"
+    elif not sublayers and _post_norms(norms):
+        step = (
+            f"{_post_norms(norms)} of its LayerNorms close a branch before the residual Add (post-norm: "
+            "x + LN(branch(x)), as in Swin V2), and only pre-norm blocks (x + branch(LN(x))) are supported"
+        )
     elif not sublayers:
         step = "no LayerNorm's input also feeds a residual Add of a branch computed from its output (pre-norm)"
     elif not any(s.is_attention for s in sublayers):
@@ -111,6 +116,16 @@ def _what_failed(
     else:
         step = f"none of the {len(candidates)} attention sublayers is followed by a pre-norm MLP sublayer"
     return f"{step}; the graph has {has}"
+
+
+def _post_norms(norms: list[LayerNormMatch]) -> int:
+    """How many LayerNorms end a residual branch: an Add reads their output and a tensor they descend from."""
+    count = 0
+    for norm in norms:
+        upstream = {id(t) for node in ancestors(norm.input) for t in (*node.inputs, *node.outputs)}
+        adds = [n for n in norm.output.outputs if n.op == "Add"]
+        count += any(any(t is not norm.output and id(t) in upstream for t in add.inputs) for add in adds)
+    return count
 
 
 def _unreshaped(tensor: gs.Tensor) -> gs.Tensor:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..graph.gsutil import constant_value, consumers, other_input, producer
@@ -42,7 +43,21 @@ def find_layernorms(graph: gs.Graph) -> list[LayerNormMatch]:
             match = _match_decomposed(node)
             if match is not None:
                 matches.append(match)
-    return matches
+    return [_with_casts(match) for match in matches]
+
+
+def _with_casts(norm: LayerNormMatch) -> LayerNormMatch:
+    """A LayerNorm computed in another float type than the graph around it (a float16 model keeping its
+    LayerNorms in float32: Cast -> LayerNorm -> Cast back) taken with its Casts, so that it reads and
+    writes the model's own tensors."""
+    before = producer(norm.input)
+    after = consumers(norm.output)
+    if not (before is not None and before.op == "Cast" and len(after) == 1 and after[0].op == "Cast"):
+        return norm
+    x, y = before.inputs[0], after[0].outputs[0]
+    if x.dtype is None or y.dtype is None or np.dtype(x.dtype) != np.dtype(y.dtype) or np.dtype(x.dtype).kind != "f":
+        return norm
+    return LayerNormMatch(x, y, (before, *norm.nodes, after[0]))
 
 
 def _single(tensor: gs.Tensor, op: str) -> gs.Node | None:

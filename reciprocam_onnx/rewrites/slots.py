@@ -70,12 +70,14 @@ def slots(surgery: Surgery) -> None:
         if node.name in reshapes:
             node.inputs[1] = _slot_shape(b, node, reshapes[node.name], tokens, count)
     scores = softmax.inputs[0]
+    kind = scores.dtype if scores.dtype is not None else b.floats  # a float16 model may keep Softmax in float32
     grouped = b.op(
         "Reshape",
         [scores, b.op("Concat", [batch, b.const("rest", np.array([-1])), count], {"axis": 0}, dtype=np.int64)],
+        dtype=kind,
     )
-    counted = b.op("Add", [grouped, b.cast(b.reshape(log_count, [0, 1, -1]))])
-    softmax.inputs[0] = b.op("Reshape", [counted, b.op("Shape", [scores], dtype=np.int64)])
+    counted = b.op("Add", [grouped, b.cast(b.reshape(log_count, [0, 1, -1]), kind)], dtype=kind)
+    softmax.inputs[0] = b.op("Reshape", [counted, b.op("Shape", [scores], dtype=np.int64)], dtype=kind)
     if not head_rows:
         add.inputs[add.inputs.index(branch)] = _expand(b, branch, token_slot, batch, count, shapes[branch.name][2])
     for name in masked:
