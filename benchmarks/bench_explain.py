@@ -23,11 +23,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import median_seconds  # noqa: E402
+from benchmarks.common import input_size, median_seconds  # noqa: E402
 from benchmarks.openvino_baseline import make_openvino_explainer, openvino_available, openvino_version  # noqa: E402
 from benchmarks.peak_memory import build  # noqa: E402
+from reciprocam_onnx import Explainer  # noqa: E402
 from reciprocam_onnx.graph.runtime import physical_cores  # noqa: E402
 
+# OpenVINO XAI 1.1's ViT-ReciproCAM masks the residual stream too and reads logits: with these options our
+# maps equal its maps (Pearson 1.0 on a sensitised DeiT-S; docs/benchmarks.md)
+OV_XAI_OPTIONS = {"residual": "masked", "score": "logits"}
 MEMORY_VARIANTS = {"forward", "explain", "explain-plain", "explain-bf16", "fused", "fused-chunked"}
 
 
@@ -73,7 +77,7 @@ def export(name: str, folder: Path):
 
 
 def measure(path: Path, model, block: int, args, use_ov: bool) -> dict[str, tuple[float, float | None]]:
-    image = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
+    image = np.random.default_rng(0).standard_normal((1, 3, *input_size(path)), dtype=np.float32)
     variants = {
         "forward": "onnxruntime forward pass",
         "explain-plain": "Explainer, rewrites off",
@@ -88,6 +92,10 @@ def measure(path: Path, model, block: int, args, use_ov: bool) -> dict[str, tupl
     for key, label in variants.items():
         run = build(str(path), key, block)
         rows[label] = (median_seconds(lambda run=run: run(image), args.repeats), peak_memory(path, key, block))
+    for precision in ("float32", "bfloat16"):  # the same maps as OpenVINO XAI 1.1 computes (see OV_XAI_OPTIONS)
+        ex = Explainer(path, block=block, providers=["CPUExecutionProvider"], precision=precision, **OV_XAI_OPTIONS)
+        label = f"Explainer, OV XAI's options, {precision}"
+        rows[label] = (median_seconds(lambda ex=ex: ex.explain(image), args.repeats), None)
     if not args.no_reference and block == -2 and "small" in path.name:
         rows["PyTorch reference (hooks)"] = (reference_seconds(model, image, args.repeats), None)
     if use_ov:
@@ -99,16 +107,16 @@ def measure(path: Path, model, block: int, args, use_ov: bool) -> dict[str, tupl
 
 
 def fidelity(path: Path, use_ov: bool, count: int) -> dict:
-    """Pearson of bfloat16 maps with float32 maps of the same explainer: ours (precision='bfloat16', its
-    check on) and OpenVINO XAI's (default precision against f32), on ``count`` random images."""
-    from reciprocam_onnx import Explainer
-
-    images = np.random.default_rng(1).standard_normal((count, 3, 224, 224), dtype=np.float32)
-    exact = Explainer(path, block=-2, providers=["CPUExecutionProvider"])
-    ours = exact.with_options(precision="bfloat16")
-    reference, reduced = exact.explain(images), ours.explain(images)
-    rows = {"same targets": f"{(reference.targets == reduced.targets).mean():.0%}"}
-    rows["reciprocam-onnx bfloat16 vs its float32"] = pearson(reduced.maps, reference.maps)
+    """Pearson of bfloat16 maps with float32 maps of the same explainer on ``count`` random images: ours
+    (precision='bfloat16', its check on) with our default options and with OpenVINO XAI's, and OpenVINO
+    XAI's own (default precision against f32)."""
+    images = np.random.default_rng(1).standard_normal((count, 3, *input_size(path)), dtype=np.float32)
+    rows: dict = {}
+    for label, options in (("default options", {}), ("OV XAI's options", OV_XAI_OPTIONS)):
+        exact = Explainer(path, block=-2, providers=["CPUExecutionProvider"], **options)
+        reference, reduced = exact.explain(images), exact.with_options(precision="bfloat16").explain(images)
+        rows[f"reciprocam-onnx bfloat16, {label}"] = pearson(reduced.maps, reference.maps)
+        rows.setdefault("same targets", f"{(reference.targets == reduced.targets).mean():.0%}")
     if use_ov:
         f32, bf16 = (make_openvino_explainer(str(path), 2, precision) for precision in ("f32", "default"))
         maps = [(f32(image[None])[0], bf16(image[None])[0]) for image in images]
@@ -129,7 +137,8 @@ def reference_seconds(model, image: np.ndarray, repeats: int) -> float:
 
     torch.set_num_threads(physical_cores())
     block = model.blocks[-2]
-    return median_seconds(lambda: reference_explain(model, block, block.norm1, image, (14, 14), 1), repeats)
+    grid = tuple(size // 16 for size in image.shape[2:])
+    return median_seconds(lambda: reference_explain(model, block, block.norm1, image, grid, 1), repeats)
 
 
 def peak_memory(path: Path, variant: str, block: int) -> float | None:

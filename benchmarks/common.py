@@ -39,3 +39,11 @@ def measure(fn: Callable[[], object], repeats: int = 5) -> tuple[float, float]:
     reset_peak_rss()
     seconds = median_seconds(fn, repeats, warmup=0)
     return seconds, peak_rss_mb()
+
+
+def input_size(path) -> tuple[int, int]:
+    """An exported model's input height and width."""
+    import onnx
+
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return dims[2].dim_value, dims[3].dim_value

@@ -1,6 +1,8 @@
 """Peak resident memory of one explain variant, in a fresh process (prints MB).
 
-    python benchmarks/peak_memory.py MODEL.onnx {forward,explain,explain-plain,fused,fused-chunked} [--block -2]
+    python benchmarks/peak_memory.py MODEL.onnx VARIANT [--block -2]
+
+VARIANT: forward, explain, explain-plain, explain-bf16, fused or fused-chunked.
 
 The process imports only numpy, onnx and ONNX Runtime (no torch), builds the
 variant, runs it twice on one image and prints its peak RSS (VmHWM).
@@ -16,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import peak_rss_mb  # noqa: E402
+from benchmarks.common import input_size, peak_rss_mb  # noqa: E402
 
 CHUNK = 24
 
@@ -48,7 +50,7 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=-2)
     args = parser.parse_args()
     run = build(args.model, args.variant, args.block)
-    image = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
+    image = np.random.default_rng(0).standard_normal((1, 3, *input_size(args.model)), dtype=np.float32)
     for _ in range(2):
         run(image)
     print(f"{peak_rss_mb():.0f}")

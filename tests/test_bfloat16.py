@@ -15,7 +15,7 @@ import pytest
 from reciprocam_onnx import Explainer
 from reciprocam_onnx.cli import main
 from reciprocam_onnx.engine import openvino_suffix
-from reciprocam_onnx.engine.fidelity import TOLERANCE, checked_cells, map_error
+from reciprocam_onnx.engine.fidelity import checked_cells, estimated_pearson
 from reciprocam_onnx.errors import OptionError
 from reciprocam_onnx.evaluation.shapes import generate
 from tests.conftest import random_images
@@ -29,18 +29,18 @@ def pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.array([np.corrcoef(x.ravel(), y.ravel())[0, 1] for x, y in zip(a, b)])
 
 
-def test_map_error_ignores_affine_changes_and_measures_the_rest():
+def test_the_pearson_estimate_ignores_affine_changes_and_sees_noise():
     rng = np.random.default_rng(0)
     exact = rng.standard_normal(196)
-    reduced = 3.0 * exact + 7.0  # a min-max map does not change
-    cells = checked_cells(reduced)
-    assert cells[0] == exact.argmax() and cells[1] == exact.argmin() and len(set(cells)) == 5
-    assert map_error(reduced, cells, exact[cells]) < 1e-12
-    noisy = exact + rng.standard_normal(196) * 0.5 * exact.std()
-    cells = checked_cells(noisy)
-    assert map_error(noisy, cells, exact[cells]) > TOLERANCE
-    flat = np.zeros(196)
-    assert map_error(flat, checked_cells(flat), exact[checked_cells(flat)]) == float("inf")
+    cells = checked_cells(196)
+    assert len(cells) == 16 and cells[0] == 0 and cells[-1] == 195
+    assert estimated_pearson(3.0 * exact + 7.0, cells, exact[cells]) == pytest.approx(1.0)  # same min-max map
+    for noise, within in ((0.1, 0.01), (0.5, 0.1)):  # 16 cells: the estimate's own spread grows with the noise
+        reduced = exact + rng.standard_normal(196) * noise
+        real = np.corrcoef(reduced, exact)[0, 1]
+        assert estimated_pearson(reduced, cells, exact[cells]) == pytest.approx(real, abs=within)
+    assert estimated_pearson(np.zeros(196), cells, exact[cells]) == 0.0  # a flat map shows nothing
+    assert checked_cells(9) == list(range(9))
 
 
 def test_bfloat16_maps_follow_float32_on_a_sensitised_model(exported):

@@ -66,11 +66,11 @@ def reference_scores(
     if per_copy:
         runs = [reference_scores(model, block, norm, image, w[None], residual, score) for w in weights]
         return runs[0][0], np.concatenate([cells for _, cells in runs])
-    dtype = next(model.parameters()).dtype
-    x = torch.from_numpy(image[None]).to(dtype)
+    dtype, device = next(model.parameters()).dtype, next(model.parameters()).device
+    x = torch.from_numpy(image[None]).to(device, dtype)
     convert = (lambda z: torch.softmax(z.double(), -1)) if score == "softmax" else (lambda z: z.double())
     unmasked = convert(model(x))[0]
-    wt = torch.from_numpy(weights).to(dtype)[:, :, None]
+    wt = torch.from_numpy(weights).to(device, dtype)[:, :, None]
     seen = {}
 
     def laid_out(t: torch.Tensor) -> torch.Tensor:  # weights per token: [n, T, 1], or [n, h, w, 1] for a grid
@@ -96,7 +96,7 @@ def reference_scores(
     finally:
         for handle in handles:
             handle.remove()
-    return unmasked.numpy(), cells.numpy()
+    return unmasked.cpu().numpy(), cells.cpu().numpy()
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from ..options import CUT, PRECISIONS, UNRESOLVED, Options, resolve
 from ..rewrites import PRECISION_PASSES, Surgery, run_passes
 from ..split.pipeline import resolve_block, split_model
 from .base import Explanation, Targets, check_class_scores, check_images, choose_targets
-from .fidelity import TOLERANCE, checked_cells, map_error
+from .fidelity import MIN_PEARSON, checked_cells, estimated_pearson
 from .openvino_suffix import OpenVINOSuffix, bfloat16_supported
 from .scores import check_finite, minmax_normalise, to_scores, unresolved
 from .suffix import engine_suffix
@@ -189,10 +189,10 @@ class Explainer:
         arrays = {key: value if isinstance(value, np.ndarray) else value.numpy() for key, value in tapped.items()}
         self._run_cells(self._run_reduced, arrays, image, out)
         reduced = to_scores(out[1:], self.options.score)[:, target]
-        checked = checked_cells(reduced)
+        checked = checked_cells(len(reduced))
         exact = np.empty((len(checked), self.info.classes), np.float32)
         self._run_suffix(tapped, image, self._cells[checked], exact)
-        if map_error(reduced, checked, to_scores(exact, self.options.score)[:, target]) <= TOLERANCE:
+        if estimated_pearson(reduced, checked, to_scores(exact, self.options.score)[:, target]) >= MIN_PEARSON:
             return True
         if self.options.unresolved == UNRESOLVED[0]:
             self._run_cells(self._run_suffix, tapped, image, out)
