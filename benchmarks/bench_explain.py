@@ -73,7 +73,7 @@ def export(name: str, folder: Path):
     from tests.zoo import Family, _timm, _timm_blocks, _timm_heads, make_model
 
     model = make_model(Family(name, _timm(name), _timm_blocks, _timm_heads))
-    return export_onnx(model, folder / f"{name}.onnx"), model
+    return export_onnx(model, folder / f"{name}.onnx", tuple(model.patch_embed.img_size)), model
 
 
 def measure(path: Path, model, block: int, args, use_ov: bool) -> dict[str, tuple[float, float | None]]:
