@@ -15,7 +15,7 @@ import pytest
 from reciprocam_onnx import Explainer
 from reciprocam_onnx.cli import main
 from reciprocam_onnx.engine import openvino_suffix
-from reciprocam_onnx.engine.fidelity import checked_cells, estimated_pearson
+from reciprocam_onnx.engine.fidelity import MIN_PEARSON, checked_cells, estimated_pearson
 from reciprocam_onnx.errors import OptionError
 from reciprocam_onnx.evaluation.shapes import generate
 from tests.conftest import random_images
@@ -34,12 +34,12 @@ def test_the_pearson_estimate_ignores_affine_changes_and_sees_noise():
     exact = rng.standard_normal(196)
     cells = checked_cells(196)
     assert len(cells) == 16 and cells[0] == 0 and cells[-1] == 195
-    assert estimated_pearson(3.0 * exact + 7.0, cells, exact[cells]) == pytest.approx(1.0)  # same min-max map
-    for noise, within in ((0.1, 0.01), (0.5, 0.1)):  # 16 cells: the estimate's own spread grows with the noise
-        reduced = exact + rng.standard_normal(196) * noise
-        real = np.corrcoef(reduced, exact)[0, 1]
-        assert estimated_pearson(reduced, cells, exact[cells]) == pytest.approx(real, abs=within)
-    assert estimated_pearson(np.zeros(196), cells, exact[cells]) == 0.0  # a flat map shows nothing
+    assert estimated_pearson(3.0 * exact[cells] + 7.0, exact[cells]) == pytest.approx(1.0)  # same min-max map
+    for seed in range(1, 11):  # rounding noise of 5% of the map's spread passes, 40% does not
+        noise = np.random.default_rng(seed).standard_normal(196)
+        assert estimated_pearson((exact + 0.05 * noise)[cells], exact[cells]) >= MIN_PEARSON
+        assert estimated_pearson((exact + 0.4 * noise)[cells], exact[cells]) < MIN_PEARSON
+    assert estimated_pearson(np.zeros(16), exact[cells]) == 0.0  # a flat map shows nothing
     assert checked_cells(9) == list(range(9))
 
 

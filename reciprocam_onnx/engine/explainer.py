@@ -184,19 +184,21 @@ class Explainer:
             run(tapped, image, self._cells[start:end], out=out[1 + start : 1 + end])
 
     def _reduced_cells(self, tapped: dict, image: int, out: np.ndarray, target: int) -> bool:
-        """One image's copies in reduced precision, into out[1:]; False when rounding erased the map of
-        ``target`` (fidelity.py), which is then recomputed in float32 unless options.unresolved says warn."""
+        """One image's copies in reduced precision, into out[1:], after a check of a few cells in both
+        precisions (fidelity.py). False when rounding would erase the map of ``target``: the copies then run
+        in float32 instead, unless options.unresolved says warn."""
         arrays = {key: value if isinstance(value, np.ndarray) else value.numpy() for key, value in tapped.items()}
-        self._run_cells(self._run_reduced, arrays, image, out)
-        reduced = to_scores(out[1:], self.options.score)[:, target]
-        checked = checked_cells(len(reduced))
-        exact = np.empty((len(checked), self.info.classes), np.float32)
+        checked = checked_cells(len(self._cells))
+        exact, reduced = (np.empty((len(checked), self.info.classes), np.float32) for _ in range(2))
         self._run_suffix(tapped, image, self._cells[checked], exact)
-        if estimated_pearson(reduced, checked, to_scores(exact, self.options.score)[:, target]) >= MIN_PEARSON:
-            return True
-        if self.options.unresolved == UNRESOLVED[0]:
+        self._run_reduced(arrays, image, self._cells[checked], reduced)
+        score = self.options.score
+        resolved = estimated_pearson(to_scores(reduced, score)[:, target], to_scores(exact, score)[:, target])
+        if resolved < MIN_PEARSON and self.options.unresolved == UNRESOLVED[0]:
             self._run_cells(self._run_suffix, tapped, image, out)
-        return False
+        else:
+            self._run_cells(self._run_reduced, arrays, image, out)
+        return resolved >= MIN_PEARSON
 
     def _report_erased(self, erased: list[int], images: int) -> None:
         shown = ", ".join(map(str, erased[:5])) + (", ..." if len(erased) > 5 else "")

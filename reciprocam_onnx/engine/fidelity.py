@@ -2,13 +2,14 @@
 
 bfloat16 keeps about 3 significant digits. Where the cells' scores differ by
 less than that (a confident model whose softmax moves by 1e-5 across cells),
-rounding replaces the map with noise. The check reruns CHECKED cells, spread
-over the grid, in float32. A min-max map does not change under an affine change
-of the scores, so the float32 scores are fitted as an affine function of the
-reduced ones; what the fit leaves is rounding noise, and noise against the
-reduced map's own spread estimates the Pearson correlation of the reduced map
-with the float32 map. Below MIN_PEARSON the map is unresolved
-(docs/benchmarks.md shows how well the estimate follows the real correlation).
+rounding replaces the map with noise. Before the copies run, CHECKED cells spread
+over the grid run in both precisions. A min-max map does not change under an
+affine change of the scores, so the float32 scores are fitted as an affine
+function of the reduced ones; what the fit leaves is rounding noise, and noise
+against the cells' spread estimates the Pearson correlation of the reduced map
+with the float32 map. Below MIN_PEARSON the map is unresolved, and its copies
+can run in float32 from the start (docs/benchmarks.md shows how well the estimate
+follows the real correlation).
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ def checked_cells(count: int) -> list[int]:
     return sorted({int(k) for k in np.linspace(0, count - 1, min(CHECKED, count)).round()})
 
 
-def estimated_pearson(reduced: np.ndarray, cells: list[int], exact: np.ndarray) -> float:
-    """The Pearson correlation a map of scores ``reduced`` [N] can have with the float32 map, estimated from
-    the float32 scores ``exact`` of ``cells``: 0 when the noise covers the map's whole spread."""
-    sample = reduced[cells]
-    design = np.stack([sample, np.ones_like(sample)], axis=1)
+def estimated_pearson(reduced: np.ndarray, exact: np.ndarray) -> float:
+    """The Pearson correlation a map can have with the float32 map, estimated from the same checked cells'
+    reduced-precision scores ``reduced`` [k] and float32 scores ``exact`` [k]: 0 when the noise covers the
+    map's whole spread."""
+    design = np.stack([reduced, np.ones_like(reduced)], axis=1)
     (slope, intercept), *_ = np.linalg.lstsq(design, exact, rcond=None)
-    noise = np.sum((exact - design @ (slope, intercept)) ** 2) / max(len(cells) - 2, 1)
+    noise = np.sum((exact - design @ (slope, intercept)) ** 2) / max(len(exact) - 2, 1)
     spread = slope**2 * np.var(reduced)
     if not spread > 0:
         return 0.0
