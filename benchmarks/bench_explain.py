@@ -89,7 +89,7 @@ def measure(path: Path, model, block: int, args, use_ov: bool) -> dict[str, tupl
     if block == -1:
         variants = {k: v for k, v in variants.items() if k in ("forward", "explain", "explain-bf16")}
     if input_size(path) != (224, 224):  # all copies of a bigger grid in one run: ~5 GB per attention at 384 px
-        del variants["fused"]
+        variants.pop("fused", None)
     rows = {}
     for key, label in variants.items():
         run = build(str(path), key, block)
