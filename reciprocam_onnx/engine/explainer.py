@@ -159,6 +159,9 @@ class Explainer:
         for first in range(0, len(images), IMAGES_PER_PREFIX_RUN):
             group = images[first : first + IMAGES_PER_PREFIX_RUN]
             tapped = self._run_prefix(group)
+            arrays = (
+                {k: v if isinstance(v, np.ndarray) else v.numpy() for k, v in tapped.items()} if self._reduced else {}
+            )
             for image in range(len(group)):
                 out = logits[first + image]
                 self._run_suffix(tapped, image, self._unmasked, out=out[:1])
@@ -166,7 +169,7 @@ class Explainer:
                     self._run_cells(self._run_suffix, tapped, image, out)
                     continue
                 target = int(out[0].argmax()) if targets is None else int(targets[first + image])
-                if not self._reduced_cells(tapped, image, out, target):
+                if not self._reduced_cells(tapped, arrays, image, out, target):
                     erased.append(first + image)
         check_finite(logits)
         if self._reduced is None:
@@ -183,11 +186,10 @@ class Explainer:
             end = min(start + self.max_batch, cells)
             run(tapped, image, self._cells[start:end], out=out[1 + start : 1 + end])
 
-    def _reduced_cells(self, tapped: dict, image: int, out: np.ndarray, target: int) -> bool:
+    def _reduced_cells(self, tapped: dict, arrays: dict, image: int, out: np.ndarray, target: int) -> bool:
         """One image's copies in reduced precision, into out[1:], after a check of a few cells in both
         precisions (fidelity.py). False when rounding would erase the map of ``target``: the copies then run
-        in float32 instead, unless options.unresolved says warn."""
-        arrays = {key: value if isinstance(value, np.ndarray) else value.numpy() for key, value in tapped.items()}
+        in float32 instead, unless options.unresolved says warn. ``arrays``: ``tapped`` as numpy arrays."""
         checked = checked_cells(len(self._cells))
         exact, reduced = (np.empty((len(checked), self.info.classes), np.float32) for _ in range(2))
         self._run_suffix(tapped, image, self._cells[checked], exact)
