@@ -117,4 +117,4 @@ def test_float16_scores_stay_close_to_float32(exported):
     half = Explainer(path, score="logits", precision="float16").cell_scores(images)[1]
     np.testing.assert_allclose(half, full, atol=2e-2 * float(np.abs(full).max()))
     with pytest.raises(OptionError, match="precision"):
-        Explainer(path, precision="bfloat16")
+        Explainer(path, precision="int4")
