@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .errors import OptionError, ReciproCamError
+from .graph.runtime import CPU, CUDA
 from .io.files import bytes_writer, output_folder, write_all_atomic
 from .io.images import IMAGE_SUFFIXES, RESIZE_MODES, check_resize, decode_image, load_image
 from .io.progress import progress
@@ -188,6 +189,7 @@ class ExplainWorker:
 
 def _write_part(output: Path, name: str, table) -> int:
     """Write a part (and its overlays) all or nothing; returns how many of its rows are explained."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     pictures = table.column("overlay_png").to_pylist()
@@ -200,8 +202,6 @@ def _write_part(output: Path, name: str, table) -> int:
             output_folder(target.parent)
             files[target] = bytes_writer(picture)
             overlay_names[k] = str(target.relative_to(output))
-    import pyarrow as pa
-
     stored = table.drop_columns(["overlay_png"]).append_column("overlay", pa.array(overlay_names, pa.string()))
     files[output / RESULTS / name] = lambda tmp: pq.write_table(stored, tmp)
     write_all_atomic(files)  # the part last: it records the overlays before it
@@ -247,7 +247,7 @@ def _overlay_png(fitted: np.ndarray, saliency: np.ndarray) -> bytes:
 
 
 def _providers(use_gpu: bool) -> Sequence[str]:
-    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_gpu else ["CPUExecutionProvider"]
+    return [CUDA, CPU] if use_gpu else [CPU]
 
 
 def _require_ray():

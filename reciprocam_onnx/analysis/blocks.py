@@ -104,9 +104,9 @@ def _what_failed(
         )
     elif not norms:
         step = "no LayerNorm (the op or its decomposed form) was found"
-    elif not sublayers and _post_norms(norms):
+    elif not sublayers and (post_norms := _post_norms(norms)):
         step = (
-            f"{_post_norms(norms)} of its LayerNorms close a branch before the residual Add (post-norm: "
+            f"{post_norms} of its LayerNorms close a branch before the residual Add (post-norm: "
             "x + LN(branch(x)), as in Swin V2), and only pre-norm blocks (x + branch(LN(x))) are supported"
         )
     elif not sublayers:

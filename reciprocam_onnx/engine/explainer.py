@@ -48,7 +48,7 @@ from ..split.pipeline import resolve_block, split_model
 from .base import Explanation, Targets, check_class_scores, check_images, choose_targets
 from .fidelity import MIN_PEARSON, checked_cells, estimated_pearson
 from .openvino_suffix import OpenVINOSuffix, bfloat16_supported
-from .scores import check_finite, minmax_normalise, to_scores, unresolved
+from .scores import check_finite, first_few, minmax_normalise, to_scores, unresolved
 from .suffix import engine_suffix
 
 log = logging.getLogger(__name__)
@@ -203,35 +203,32 @@ class Explainer:
         return resolved >= MIN_PEARSON
 
     def _report_erased(self, erased: list[int], images: int) -> None:
-        shown = ", ".join(map(str, erased[:5])) + (", ..." if len(erased) > 5 else "")
         if self.options.unresolved == UNRESOLVED[0]:
-            log.warning(
-                "bfloat16 rounding erased the maps of %d of %d images (%s): recomputed in float32",
-                len(erased),
-                images,
-                shown,
-            )
+            outcome = "recomputed in float32"
         else:
-            log.warning(
-                "bfloat16 rounding erased the maps of %d of %d images (%s): their cells' scores differ by less "
-                "than bfloat16 resolves; precision='float32' (or unresolved='recompute') resolves them",
-                len(erased),
-                images,
-                shown,
+            outcome = (
+                "their cells' scores differ by less than bfloat16 resolves; precision='float32' (or "
+                "unresolved='recompute') resolves them"
             )
+        log.warning(
+            "bfloat16 rounding erased the maps of %d of %d images (%s): %s",
+            len(erased),
+            images,
+            first_few(erased),
+            outcome,
+        )
 
     def _warn_if_unresolved(self, logits: np.ndarray) -> None:
         """One warning line when the model's precision cannot resolve some images' maps."""
         compute = PRECISIONS[1] if self.options.precision == PRECISIONS[1] else self.info.dtype
         flagged = np.flatnonzero(unresolved(logits, compute))
         if flagged.size:
-            shown = ", ".join(map(str, flagged[:5].tolist())) + (", ..." if flagged.size > 5 else "")
             log.warning(
                 "the maps of %d of %d images (%s) are below this model's output precision%s: their cells' "
                 "scores barely differ; a float32 model (and precision='float32') resolves them",
                 flagged.size,
                 len(logits),
-                shown,
+                first_few(flagged),
                 f" ({compute})" if compute != PRECISIONS[0] else "",
             )
 
@@ -264,10 +261,14 @@ class Explainer:
     def _run_reduced(self, tapped: dict, image: int, slots: Slots, out: np.ndarray) -> None:
         """Logits of masked copies of one image in reduced precision (OpenVINO), into ``out``."""
         assert self._reduced is not None
-        feeds = {**tapped, IMAGE_INDEX: np.array([image], np.int64), SLOT_TOKEN: slots.token, SLOT_WEIGHT: slots.weight}
+        self._reduced.run({**tapped, **self._copy_feeds(image, slots)}, out)
+
+    def _copy_feeds(self, image: int, slots: Slots) -> dict[str, np.ndarray]:
+        """The engine suffix's inputs that pick the image and describe its copies (C-contiguous)."""
+        feeds = {IMAGE_INDEX: np.array([image], np.int64), SLOT_TOKEN: slots.token, SLOT_WEIGHT: slots.weight}
         if self.info.slots:
             feeds.update({SLOT_LOG_COUNT: slots.log_count, TOKEN_SLOT: slots.token_slot})
-        self._reduced.run(feeds, out)
+        return {name: np.ascontiguousarray(table) for name, table in feeds.items()}
 
     def _configure(self) -> None:
         """Slot tables and the run size for the current options."""
@@ -327,12 +328,8 @@ class Explainer:
                 binding.bind_cpu_input(name, value)
             else:
                 binding.bind_ortvalue_input(name, value)
-        binding.bind_cpu_input(IMAGE_INDEX, np.array([image], np.int64))
-        binding.bind_cpu_input(SLOT_TOKEN, np.ascontiguousarray(slots.token))
-        binding.bind_cpu_input(SLOT_WEIGHT, np.ascontiguousarray(slots.weight))
-        if self.info.slots:
-            binding.bind_cpu_input(SLOT_LOG_COUNT, np.ascontiguousarray(slots.log_count))
-            binding.bind_cpu_input(TOKEN_SLOT, np.ascontiguousarray(slots.token_slot))
+        for name, table in self._copy_feeds(image, slots).items():
+            binding.bind_cpu_input(name, table)
         binding.bind_output(self.info.output_name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
         with onnxruntime_errors("running the masked copies"):
             self._suffix.run_with_iobinding(binding)

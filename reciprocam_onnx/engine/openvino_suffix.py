@@ -11,15 +11,12 @@ copies to this runner. OpenVINO is an optional extra (``reciprocam-onnx[openvino
 from __future__ import annotations
 
 import functools
-import logging
 import os
 
 import numpy as np
 
 from ..errors import OpenVINOError, OptionError
 from ..io.limits import limit
-
-log = logging.getLogger(__name__)
 
 INSTALL = "pip install 'reciprocam-onnx[openvino]'"
 

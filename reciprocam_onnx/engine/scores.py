@@ -8,14 +8,19 @@ from ..errors import ImageError
 from ..options import SCORES
 
 
+def first_few(indices) -> str:
+    """Image indices for a message: the first five, then '...'."""
+    listed = [int(k) for k in indices]
+    return ", ".join(map(str, listed[:5])) + (", ..." if len(listed) > 5 else "")
+
+
 def check_finite(logits: np.ndarray) -> None:
     """ImageError naming the images (first axis) whose logits hold NaN or infinity: a map made from
     them would be meaningless (float16 overflow, or corrupt weights)."""
     bad = np.flatnonzero(~np.isfinite(logits.reshape(len(logits), -1)).all(axis=1))
     if bad.size:
-        shown = ", ".join(map(str, bad[:5].tolist())) + (", ..." if bad.size > 5 else "")
         raise ImageError(
-            f"the model returned NaN or infinite scores for image(s) {shown} of {len(logits)}; no map can be "
+            f"the model returned NaN or infinite scores for image(s) {first_few(bad)} of {len(logits)}; no map can be "
             "made from them (a float16 model that overflows, or corrupt weights)"
         )
 
