@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
@@ -16,11 +17,21 @@ def export_like(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def fold_constants(graph: gs.Graph) -> None:
-    """Fold constant subgraphs (shape arithmetic) in place, ONNX Runtime's warnings silenced."""
+    """Fold constant subgraphs (shape arithmetic) in place, ONNX Runtime's warnings silenced.
+
+    Float16 and bfloat16 results stay unfolded: ONNX Runtime computes a chain of
+    them (an attention scale ``1/sqrt(sqrt(d))``) in float32 at run time, and the
+    model's own run uses that value, not its float16 rounding.
+    """
     import onnxruntime as ort
 
     ort.set_default_logger_severity(3)
     try:
-        graph.fold_constants().cleanup()
+        graph.fold_constants(should_exclude_node=_reduced_float).cleanup()
     finally:
         ort.set_default_logger_severity(2)
+
+
+def _reduced_float(node: gs.Node) -> bool:
+    """Does ``node`` compute a float16 or bfloat16 tensor?"""
+    return any(out.dtype in (np.float16, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16) for out in node.outputs)
