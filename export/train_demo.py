@@ -22,6 +22,7 @@ log file.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -81,6 +82,10 @@ class Config:
     heldout_n: int = 2000
     token_weight: float = 1.0  # weight of the training-only per-token loss
     label_smoothing: float = 0.0  # 0.1 caps every confident score near 0.91, flattening masked-copy scores
+    stem: int = 84  # receptive field of the conv stem in pixels: 84 (shipped) or 52 (its last 3x3 conv left out)
+
+
+STEMS = (84, 52)  # receptive fields of the conv stems, in pixels
 
 
 class ConvStemPatchEmbed(PatchEmbed):
@@ -90,20 +95,23 @@ class ConvStemPatchEmbed(PatchEmbed):
     conv, 3x3 conv] (28x28, 14x14), each conv + BatchNorm + ReLU, and a 1x1 conv
     to the embedding width: the usual 14x14 token grid. Its receptive field
     (~84 px) covers most objects, so the patch tokens already carry shape
-    information.
+    information. ``stem=52`` leaves out the last 3x3 conv (receptive field 52 px).
     """
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: object, stem: int = STEMS[0], **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
+        if stem not in STEMS:
+            raise SystemExit(f"--stem must be one of {', '.join(map(str, STEMS))}, not {stem}")
         in_chans = self.proj.in_channels
         embed_dim = self.proj.out_channels
+        last = _conv_bn_relu(128, 128, kernel=3, stride=1, padding=1) if stem == 84 else []
         self.proj = nn.Sequential(
             *_conv_bn_relu(in_chans, 32, kernel=4, stride=4, padding=0),
             *_conv_bn_relu(32, 48, kernel=3, stride=1, padding=1),
             *_conv_bn_relu(48, 96, kernel=3, stride=2, padding=1),
             *_conv_bn_relu(96, 96, kernel=3, stride=1, padding=1),
             *_conv_bn_relu(96, 128, kernel=3, stride=2, padding=1),
-            *_conv_bn_relu(128, 128, kernel=3, stride=1, padding=1),
+            *last,
             nn.Conv2d(128, embed_dim, 1),
         )
 
@@ -125,7 +133,7 @@ def build_model(cfg: Config) -> VisionTransformer:
         mlp_ratio=4.0,
         class_token=True,
         global_pool="token",
-        embed_layer=ConvStemPatchEmbed,
+        embed_layer=functools.partial(ConvStemPatchEmbed, stem=cfg.stem),
     )
 
 
@@ -133,7 +141,8 @@ def describe(cfg: Config) -> str:
     """One-line architecture description (manifest and ONNX metadata)."""
     return (
         f"timm VisionTransformer: conv stem (4x4/4 conv 32, 3x3 conv 48, 3x3/2 conv 96, 3x3 conv 96, "
-        f"3x3/2 conv 128, 3x3 conv 128, each +BN+ReLU, 1x1 conv) -> 14x14 tokens, "
+        f"3x3/2 conv 128{', 3x3 conv 128' if cfg.stem == 84 else ''}, each +BN+ReLU, 1x1 conv; receptive field "
+        f"{cfg.stem} px) -> 14x14 tokens, "
         f"class token, {cfg.depth} pre-norm blocks, width {cfg.embed_dim}, {cfg.heads} heads, "
         f"MLP ratio 4, CLS-token head, {len(CLASS_NAMES)} classes"
     )

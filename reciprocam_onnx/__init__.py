@@ -30,10 +30,12 @@ _LAZY = {
     "SplitModel": ".contract",
     "load_split": ".contract",
     "save_split": ".contract",
+    "AttentionRollout": ".engine.rollout",
     "Explanation": ".engine.base",
     "SaliencyExplainer": ".engine.base",
     "Explainer": ".engine.explainer",
     "FusedExplainer": ".engine.fused_explainer",
+    "MultiTapExplainer": ".engine.taps",
     "open_explainer": ".engine.fused_explainer",
     "fuse": ".engine.fused_graph",
     "preprocess": ".io.images",
@@ -49,6 +51,8 @@ if TYPE_CHECKING:
     from .engine.explainer import Explainer
     from .engine.fused_explainer import FusedExplainer, open_explainer
     from .engine.fused_graph import fuse
+    from .engine.rollout import AttentionRollout
+    from .engine.taps import MultiTapExplainer
     from .io.images import preprocess
     from .io.overlay import overlay, save_png
     from .options import Options
@@ -68,6 +72,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AttentionRollout",
     "BlockIndexError",
     "Explainer",
     "Explanation",
@@ -76,6 +81,7 @@ __all__ = [
     "ImageError",
     "InternalError",
     "ModelLoadError",
+    "MultiTapExplainer",
     "NotAViTError",
     "OnnxRuntimeError",
     "OptionError",

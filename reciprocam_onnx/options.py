@@ -5,7 +5,8 @@ CLI flags and ``reciprocam eval`` all take. docs/algorithm.md defines what each
 option means. Options fall in three groups:
 
 * the cut (``block``, ``optimize``): a new split for each value;
-* the copies and read-out (``kernel``, ``cls_token``, ``score``, ``residual``):
+* the copies and read-out (``kernel``, ``window``, ``cls_token``, ``score``,
+  ``residual``):
   one split serves every value (``Explainer.with_options``);
 * how copies run (``precision``, ``unresolved``, ``max_batch`` for the
   Explainer, ``chunk`` for the fused graph).
@@ -14,19 +15,33 @@ option means. Options fall in three groups:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from .errors import OptionError
 
 KERNELS = ("3x3", "1x1")
+WINDOWS = ("kept", "removed")
 SCORES = ("softmax", "logits")
 RESIDUALS = ("unmasked", "masked")
 PRECISIONS = ("float32", "float16", "bfloat16")
 UNRESOLVED = ("recompute", "warn")
 
+# Named methods, each one or more taps (option sets) whose min-max maps are summed and min-max normalised
+# again. "paper" is ViT-ReciproCAM as published (the defaults); "reciprocam+" localises better, chosen by
+# measurement on a tuning stream and reported on a held-out one (docs/evaluation.md, "Beyond the paper").
+PRESETS: dict[str, tuple[dict[str, Any], ...]] = {
+    "paper": ({},),
+    "reciprocam+": (
+        {"block": -3, "residual": "masked", "kernel": "1x1", "score": "logits"},
+        {"block": -2, "residual": "masked", "score": "logits"},
+        {"block": -1, "window": "removed", "score": "logits"},
+    ),
+}
+
 CUT = ("block", "optimize", "input_size")
-FUSED = ("block", "optimize", "kernel", "cls_token", "score", "residual", "chunk")  # baked into a fused graph
+FUSED = ("block", "optimize", "kernel", "window", "cls_token", "score", "residual", "chunk")  # baked into a fused graph
 
 
 def _option(default: Any, help: str, choices: tuple | None = None, metavar: tuple[str, ...] | None = None) -> Any:
@@ -40,6 +55,9 @@ class Options:
 
     block: int = _option(-2, "target block, Python-style index")
     kernel: str = _option(KERNELS[0], "mask kernel", KERNELS)
+    window: str = _option(
+        WINDOWS[0], "each copy keeps only the kernel's window of tokens (the paper), or removes it", WINDOWS
+    )
     cls_token: bool = _option(True, "keep the prefix tokens (CLS etc.) in the masked copies")
     score: str = _option(SCORES[0], "score read from each copy", SCORES)
     residual: str = _option(RESIDUALS[0], "mask the residual stream too, or not (the paper)", RESIDUALS)
@@ -117,3 +135,16 @@ def resolve(options: Options | None = None, **changes: Any) -> Options:
     if not isinstance(base, Options):
         raise OptionError(f"options must be an Options object, not {type(base).__name__}")
     return base.updated(**{k: v for k, v in changes.items() if v is not None})
+
+
+def preset_taps(name: str, base: Options | None = None, given: Iterable[str] = ()) -> tuple[Options, ...]:
+    """The taps of preset ``name`` (PRESETS), each ``base`` with the tap's options on top. ``given``: the
+    options the user set explicitly; one the preset sets itself is refused."""
+    if name not in PRESETS:
+        raise OptionError(f"unknown preset {name!r}; presets are {', '.join(PRESETS)}")
+    taps = PRESETS[name]
+    clash = sorted({key for tap in taps for key in tap} & set(given))
+    if clash:
+        raise OptionError(f"preset {name} sets {', '.join(clash)} itself: leave the option out, or drop the preset")
+    base = base if base is not None else Options()
+    return tuple(base.updated(**tap) for tap in taps)

@@ -1,7 +1,7 @@
 """Explainer (ONNX Runtime) against the PyTorch reference, for every family and export.
 
 Options follow a pairwise covering of (kernel, cls_token, score, block,
-residual, batch size), COVERING. Each export runs one of two HALVES of its
+residual, batch size, window), COVERING. Each export runs one of two HALVES of its
 rows (each half holds both values of every option), chosen so that every
 family, opset and batch mode gets both halves: every pair of option values,
 and every option value with every family, opset and batch mode, is tested.
@@ -21,21 +21,22 @@ from tests.torch_reference import as_float64, reference_explain
 from tests.zoo import FAMILIES
 
 COVERING = [
-    (0, 0, 0, 0, 0, 0),
-    (0, 0, 0, 0, 1, 1),
-    (0, 1, 1, 1, 0, 0),
-    (1, 0, 1, 1, 0, 1),
-    (1, 1, 0, 1, 1, 0),
-    (1, 1, 1, 0, 1, 1),
+    (0, 0, 0, 0, 0, 0, 0),
+    (0, 0, 0, 0, 1, 1, 1),
+    (0, 1, 1, 1, 0, 0, 0),
+    (1, 0, 1, 1, 0, 1, 1),
+    (1, 1, 0, 1, 1, 0, 1),
+    (1, 1, 1, 0, 1, 1, 0),
 ]
 HALVES = ((0, 3, 5), (1, 2, 4))
-KERNEL, CLS, SCORE, BLOCK, RESIDUAL, BATCH = (
+KERNEL, CLS, SCORE, BLOCK, RESIDUAL, BATCH, WINDOW = (
     ("3x3", "1x1"),
     (True, False),
     ("softmax", "logits"),
     (-2, -1),
     ("unmasked", "masked"),
     (1, 3),
+    ("kept", "removed"),
 )
 
 
@@ -53,10 +54,10 @@ def test_maps_match_torch_reference(family, opset, dynamic, exported, tmp_path):
     compared = []
     half = 0 if (opset == 14) == dynamic else 1
     for row in (COVERING[i] for i in HALVES[half]):
-        kernel, cls_token, score, block, residual, batch = (
-            options[i] for options, i in zip((KERNEL, CLS, SCORE, BLOCK, RESIDUAL, BATCH), row)
+        kernel, cls_token, score, block, residual, batch, window = (
+            options[i] for options, i in zip((KERNEL, CLS, SCORE, BLOCK, RESIDUAL, BATCH, WINDOW), row)
         )
-        ex = Explainer(splits[block], kernel=kernel, cls_token=cls_token, score=score, residual=residual)
+        ex = Explainer(splits[block], kernel=kernel, cls_token=cls_token, score=score, residual=residual, window=window)
         images = random_images(batch, fam.input_size, seed=sum(row))
         refs = [
             reference_explain(
@@ -69,10 +70,11 @@ def test_maps_match_torch_reference(family, opset, dynamic, exported, tmp_path):
                 cls_token,
                 score,
                 residual,
+                window=window,
             )
             for m in (model64, model)
         ]
-        where = f"{family} {kernel} cls={cls_token} {score} block={block} {residual} B={batch}"
+        where = f"{family} {kernel} {window} cls={cls_token} {score} block={block} {residual} B={batch}"
         compared.extend(assert_matches_reference(ex, images, *refs, where))
     assert np.mean(compared) >= 0.6, f"only {np.mean(compared):.0%} of the target maps were well-posed"
     assert_same_as_unoptimised(path, BLOCK[half], splits[BLOCK[half]], fam)

@@ -459,13 +459,16 @@ def test_eval_of_a_fused_graph_uses_its_maps_its_class_names_and_the_plain_model
     model = EvalModel(fused)
     plain = Explainer(DEMO)
     x = plain.info.preprocess(STAR)[0][None]
-    assert model.kernels == ("3x3",) and model.info.model.labels == plain.info.model.labels is not None
+    assert (
+        model.reciprocam_methods == ("reciprocam-3x3",)
+        and model.info.model.labels == plain.info.model.labels is not None
+    )
     np.testing.assert_array_equal(
-        model.explainer("3x3").explain(x, [2]).maps, FusedExplainer(fused).explain(x, [2]).maps
+        model.explainer("reciprocam-3x3").explain(x, [2]).maps, FusedExplainer(fused).explain(x, [2]).maps
     )
     np.testing.assert_allclose(model.score_fn(x), plain.predict(x), atol=1e-6)
-    assert default_methods(model) == ["reciprocam-3x3", "rise", "random", "centre"]
-    with pytest.raises(OptionError, match="explains with kernel 3x3 only"):
+    assert default_methods(model) == ["reciprocam-3x3", "rise", "rollout", "random", "centre"]
+    with pytest.raises(OptionError, match="explains as reciprocam-3x3 only"):
         make_methods(model, ["reciprocam-1x1"], MethodSettings())
 
 

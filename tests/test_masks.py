@@ -14,10 +14,23 @@ from tests.torch_reference import reference_weights
 @pytest.mark.parametrize("prefix", [0, 1, 2])
 @pytest.mark.parametrize("kernel", ["3x3", "1x1"])
 @pytest.mark.parametrize("cls_token", [True, False])
-def test_weights_match_loop_reference(grid, prefix, kernel, cls_token):
-    weights = cell_weights(grid, prefix, kernel, cls_token)
+@pytest.mark.parametrize("window", ["kept", "removed"])
+def test_weights_match_loop_reference(grid, prefix, kernel, cls_token, window):
+    weights = cell_weights(grid, prefix, kernel, cls_token, window)
     assert weights.dtype == np.float32
-    np.testing.assert_array_equal(weights, reference_weights(grid, prefix, kernel, cls_token).astype(np.float32))
+    expected = reference_weights(grid, prefix, kernel, cls_token, window).astype(np.float32)
+    np.testing.assert_array_equal(weights, expected)
+
+
+def test_a_removed_window_is_the_kept_one_turned_over():
+    """Removed: 0 at the window's centre, 1/2 beside it, 3/4 at its corners, 1 beyond; prefix tokens as kept."""
+    removed = cell_weights((4, 5), 1, "3x3", window="removed")
+    centre = removed[1 * 5 + 1, 1:].reshape(4, 5)
+    np.testing.assert_array_equal(centre[:3, :3], np.array([[3, 2, 3], [2, 0, 2], [3, 2, 3]]) / 4)
+    assert (centre[3:] == 1).all() and (centre[:, 3:] == 1).all()
+    assert (removed[:, 0] == 1).all()
+    one = cell_weights((4, 5), 0, "1x1", window="removed")
+    np.testing.assert_array_equal(one, 1 - np.eye(20, dtype=np.float32))
 
 
 def test_border_kernels_are_cropped_not_renormalised():

@@ -10,7 +10,7 @@ import pytest
 from reciprocam_onnx import Explainer, Options
 from reciprocam_onnx.commands.common import add_option_flags, given_options
 from reciprocam_onnx.errors import OptionError
-from reciprocam_onnx.options import FUSED, names
+from reciprocam_onnx.options import FUSED, PRESETS, names, preset_taps
 from tests.conftest import random_images
 
 
@@ -69,12 +69,28 @@ def test_cli_flags_are_generated_from_the_options():
         parser.parse_args(["--kernel", "5x5"])
 
 
+def test_presets_are_taps_over_the_given_options():
+    """A preset is one or more taps (option sets); options it does not set apply to every tap, and one it
+    sets cannot be given explicitly."""
+    assert preset_taps("paper") == (Options(),)
+    taps = preset_taps("reciprocam+", Options(max_batch=8, block=5))
+    assert list(taps) == [Options(max_batch=8, **tap) for tap in PRESETS["reciprocam+"]]
+    with pytest.raises(OptionError, match="preset reciprocam\\+ sets block, kernel itself"):
+        preset_taps("reciprocam+", Options(block=-2, kernel="1x1"), given=("block", "kernel", "max_batch"))
+    with pytest.raises(OptionError, match="unknown preset 'fast'; presets are paper, reciprocam"):
+        preset_taps("fast")
+
+
 def test_one_split_serves_every_copy_option(exported):
     """with_options reuses the split and sessions: same maps as a fresh Explainer with those options."""
     path, _, fam = exported("timm-patch32")
     images = random_images(2, fam.input_size)
     base = Explainer(path)
-    for changes in ({"kernel": "1x1"}, {"cls_token": False, "score": "logits"}, {"residual": "masked"}):
+    for changes in (
+        {"kernel": "1x1"},
+        {"cls_token": False, "score": "logits"},
+        {"residual": "masked", "window": "removed"},
+    ):
         np.testing.assert_allclose(
             base.with_options(**changes).explain_all(images), Explainer(path, **changes).explain_all(images), atol=1e-6
         )

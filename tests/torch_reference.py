@@ -21,22 +21,26 @@ import torch.nn.functional as F
 GAUSS = [[1 / 16, 1 / 8, 1 / 16], [1 / 8, 1 / 4, 1 / 8], [1 / 16, 1 / 8, 1 / 16]]
 
 
-def reference_weights(grid: tuple[int, int], prefix: int, kernel: str, cls_token: bool) -> np.ndarray:
-    """[h*w, P + h*w] token weights, one cell at a time."""
+def reference_weights(
+    grid: tuple[int, int], prefix: int, kernel: str, cls_token: bool, window: str = "kept"
+) -> np.ndarray:
+    """[h*w, P + h*w] token weights, one cell at a time; a removed window weighs patch tokens by
+    1 - kernel / (the kernel's peak)."""
     h, w = grid
     out = np.zeros((h * w, prefix + h * w), dtype=np.float64)
+    peak = 1.0 if kernel == "1x1" else GAUSS[1][1]
     for i in range(h):
         for j in range(w):
             k = i * w + j
             out[k, :prefix] = 1.0 if cls_token else 0.0
-            if kernel == "1x1":
-                out[k, prefix + k] = 1.0
-                continue
-            for dy in (-1, 0, 1):
-                for dx in (-1, 0, 1):
+            if window == "removed":
+                out[k, prefix:] = 1.0
+            for dy in (-1, 0, 1) if kernel == "3x3" else (0,):
+                for dx in (-1, 0, 1) if kernel == "3x3" else (0,):
                     y, x = i + dy, j + dx
                     if 0 <= y < h and 0 <= x < w:
-                        out[k, prefix + y * w + x] = GAUSS[dy + 1][dx + 1]
+                        weight = GAUSS[dy + 1][dx + 1] if kernel == "3x3" else 1.0
+                        out[k, prefix + y * w + x] = weight if window == "kept" else 1.0 - weight / peak
     return out
 
 
@@ -121,12 +125,30 @@ def reference_explain(
     residual="unmasked",
     targets=None,
     per_copy=False,
+    window="kept",
 ) -> Reference:
-    """ViT-ReciproCAM exactly as docs/algorithm.md defines it, image by image."""
-    weights = reference_weights(grid, prefix, kernel, cls_token)
+    """ViT-ReciproCAM exactly as docs/algorithm.md defines it, image by image (a removed window's
+    evidence is the negated score)."""
+    weights = reference_weights(grid, prefix, kernel, cls_token, window)
     runs = [reference_scores(model, block, norm, image, weights, residual, score, per_copy) for image in images]
     unmasked = np.stack([u for u, _ in runs])
     cells = np.stack([c for _, c in runs])
     chosen = unmasked.argmax(axis=1) if targets is None else np.asarray(targets)
-    all_maps = np.stack([[_minmax(c[:, k]).reshape(grid) for k in range(c.shape[1])] for c in cells])
+    sign = 1.0 if window == "kept" else -1.0
+    all_maps = np.stack([[_minmax(sign * c[:, k]).reshape(grid) for k in range(c.shape[1])] for c in cells])
     return Reference(all_maps[np.arange(len(images)), chosen], chosen, all_maps, unmasked, cells)
+
+
+def reference_rollout(attentions: list[torch.Tensor], prefix: int, grid: tuple[int, int]) -> np.ndarray:
+    """Attention rollout (Abnar & Zuidema 2020) from each block's attention probabilities [B, heads, T, T]:
+    heads averaged, ``(A + I) / 2`` row-normalised, multiplied from the first block up; the first prefix
+    token's row (or the mean row without one) over the patch tokens, min-max normalised [B, h, w]."""
+    flow = None
+    for probabilities in attentions:
+        a = probabilities.double().mean(dim=1)
+        a = (a + torch.eye(a.shape[-1], dtype=a.dtype)) / 2
+        a = a / a.sum(dim=-1, keepdim=True)
+        flow = a if flow is None else a @ flow
+    rows = flow[:, 0] if prefix else flow.mean(dim=1)
+    maps = rows[:, prefix:].reshape(len(rows), *grid).numpy()
+    return np.stack([_minmax(m) for m in maps])

@@ -58,7 +58,8 @@ class Evaluate:
         parser.add_argument(
             "--methods",
             default=None,
-            help="comma-separated, from reciprocam-3x3, reciprocam-1x1, rise, random, centre (default all)",
+            help="comma-separated, from reciprocam-3x3, reciprocam-1x1, reciprocam+, rise, rollout, random, centre "
+            "(default all that apply)",
         )
         parser.add_argument("--rise-masks", type=int, default=2000, help="RISE masks (default 2000)")
         parser.add_argument(

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import ImageError, OptionError, OutputError, ReciproCamError
 from ..io.images import RESIZE_MODES, load_npy
+from ..options import PRESETS
 from .common import (
     add_model_and_images,
     add_option_flags,
@@ -27,6 +28,7 @@ OVERLAY_SUFFIX = ".overlay.png"
 EXPLAIN_OPTIONS = (
     "block",
     "kernel",
+    "window",
     "cls_token",
     "score",
     "residual",
@@ -60,6 +62,13 @@ class Explain:
             "plain resize, or none (sizes must match)",
         )
         parser.add_argument("--top", type=int, default=5, help="classes to print per image (default 5)")
+        parser.add_argument(
+            "--preset",
+            choices=tuple(PRESETS),
+            default=None,
+            help="a named method: paper (the defaults) or reciprocam+ (three taps, localises better; "
+            "docs/evaluation.md); the options it sets cannot be given too",
+        )
         add_option_flags(parser, EXPLAIN_OPTIONS)
         add_runtime_flags(parser)
         parser.set_defaults(run=cls.run)
@@ -75,7 +84,7 @@ class Explain:
         if args.top < 1:
             raise OptionError(f"--top must be at least 1, not {args.top}")
         model, sources = model_and_images(args.inputs)
-        explainer = open_explainer(model, providers=providers(args), **given_options(args))
+        explainer = open_explainer(model, providers=providers(args), preset=args.preset, **given_options(args))
         bundled = (
             " (the bundled demo model: give MODEL first to explain another)" if model != Path(args.inputs[0]) else ""
         )

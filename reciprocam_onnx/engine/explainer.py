@@ -48,7 +48,7 @@ from ..split.pipeline import resolve_block, split_model
 from .base import Explanation, Targets, check_class_scores, check_images, choose_targets
 from .fidelity import MIN_PEARSON, checked_cells, estimated_pearson
 from .openvino_suffix import OpenVINOSuffix, bfloat16_supported
-from .scores import check_finite, first_few, minmax_normalise, to_scores, unresolved
+from .scores import check_finite, evidence, first_few, minmax_normalise, to_scores, unresolved
 from .suffix import engine_suffix
 
 log = logging.getLogger(__name__)
@@ -126,13 +126,14 @@ class Explainer:
         unmasked, cells = self.cell_scores(images, targets)
         chosen = choose_targets(targets, unmasked, self.info.classes)
         picked = cells[np.arange(len(chosen)), :, chosen]
-        maps = minmax_normalise(picked.reshape(len(chosen), *self.info.grid))
+        maps = minmax_normalise(evidence(picked, self.options.window).reshape(len(chosen), *self.info.grid))
         return Explanation(maps, chosen, unmasked)
 
     def explain_all(self, images: np.ndarray) -> np.ndarray:
         """Maps for every class from the same runs: float32 [B, C, h, w]."""
         _, cells = self.cell_scores(images)
-        return minmax_normalise(cells.transpose(0, 2, 1).reshape(len(cells), -1, *self.info.grid))
+        per_class = evidence(cells, self.options.window).transpose(0, 2, 1)
+        return minmax_normalise(per_class.reshape(len(cells), -1, *self.info.grid))
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """The unmasked model's scores [B, C] (softmax or logits per ``options.score``)."""
@@ -273,7 +274,7 @@ class Explainer:
     def _configure(self) -> None:
         """Slot tables and the run size for the current options."""
         info, options = self.info, self.options
-        weights = cell_weights(info.grid, info.prefix_tokens, options.kernel, options.cls_token)
+        weights = cell_weights(info.grid, info.prefix_tokens, options.kernel, options.cls_token, options.window)
         self._unmasked = identity_slots(np.ones((1, info.tokens), np.float32))
         self._cells = copy_slots(weights, info.prefix_tokens, info.slots)
         self.max_batch = options.max_batch or default_max_batch(info, self.device)

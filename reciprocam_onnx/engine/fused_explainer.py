@@ -14,12 +14,13 @@ from ..contract import FUSED_OUTPUTS, is_split_folder
 from ..errors import OptionError, onnxruntime_errors
 from ..graph.model import load_model
 from ..graph.runtime import make_session
-from ..options import FUSED, Options, resolve
+from ..options import FUSED, Options, preset_taps, resolve
 from ..split.pipeline import resolve_block
 from .base import Explanation, SaliencyExplainer, Targets, check_images, choose_targets
 from .explainer import Explainer
 from .fused_graph import fused_options
 from .scores import check_finite, to_scores
+from .taps import MultiTapExplainer
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,13 @@ def open_explainer(
     options: Options | None = None,
     *,
     providers: Sequence[str] | None = None,
+    preset: str | None = None,
     **changes: Any,
 ) -> SaliencyExplainer:
-    """A FusedExplainer for a fused graph (asked options must agree with it), else an Explainer."""
+    """A FusedExplainer for a fused graph (asked options must agree with it), else an Explainer; with
+    ``preset`` (options.PRESETS, e.g. "reciprocam+"), the preset's taps over the options given."""
+    if preset is not None:
+        return _preset_explainer(model, preset, options, providers, changes)
     if not isinstance(model, onnx.ModelProto) and is_split_folder(model):
         return Explainer(model, options, providers=providers, **changes)
     proto = load_model(model)
@@ -76,6 +81,27 @@ def open_explainer(
     explicit = set(changes) | set(asked.changed() if options is not None else {})
     _check_agrees(fused, asked, explicit)
     return fused
+
+
+def _preset_explainer(
+    model: str | os.PathLike | onnx.ModelProto,
+    preset: str,
+    options: Options | None,
+    providers: Sequence[str] | None,
+    changes: dict[str, Any],
+) -> SaliencyExplainer:
+    """An Explainer for a one-tap preset, a MultiTapExplainer for more; the model itself only."""
+    asked = resolve(options, **changes)
+    explicit = set(changes) | set(asked.changed() if options is not None else {})
+    taps = preset_taps(preset, asked, explicit)
+    split_folder = not isinstance(model, onnx.ModelProto) and is_split_folder(model)
+    if split_folder and len(taps) > 1:
+        raise OptionError(f"preset {preset} taps {len(taps)} blocks: give the model file, not a split folder")
+    if not split_folder and fused_options(load_model(model)) is not None:
+        raise OptionError(f"preset {preset} builds its own copies: give the model file, not a fused graph")
+    if len(taps) == 1:
+        return Explainer(model, taps[0], providers=providers)
+    return MultiTapExplainer(model, taps, providers=providers)
 
 
 def _check_agrees(fused: FusedExplainer, asked: Options, explicit: set[str]) -> None:

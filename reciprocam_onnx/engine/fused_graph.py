@@ -33,7 +33,7 @@ from ..errors import ModelLoadError, OptionError
 from ..graph.builder import OpBuilder
 from ..graph.export import export_like
 from ..graph.model import ModelSource, load_model, metadata
-from ..options import PRECISIONS, SCORES, Options, resolve
+from ..options import PRECISIONS, SCORES, WINDOWS, Options, resolve
 from ..split.pipeline import split_model
 from .base import check_class_scores
 
@@ -60,7 +60,7 @@ def fuse(source: ModelSource, options: Options | None = None, **changes: Any) ->
         if options.chunk is not None and options.chunk > info.copies_per_run:
             raise OptionError(f"this model quantizes at run time: it takes chunk={info.copies_per_run} at most")
         options = options.updated(chunk=info.copies_per_run)
-    weights = cell_weights(info.grid, info.prefix_tokens, options.kernel, options.cls_token)
+    weights = cell_weights(info.grid, info.prefix_tokens, options.kernel, options.cls_token, options.window)
     slots = copy_slots(weights, info.prefix_tokens, info.slots)
     graph = _core(model, split, slots, options)
     if info.static_batch is not None:
@@ -114,6 +114,8 @@ def _core(model: onnx.ModelProto, split: SplitModel, slots: Slots, options: Opti
     b = OpBuilder(graph, "reciprocam/")  # scores and maps in float32
     cells = b.cast(b.reshape(cell_logits, [-1, len(slots), info.classes]), "float32")
     scores = _softmax_for_maps(b, cells) if options.score == SCORES[0] else cells
+    if options.window == WINDOWS[1]:  # a removed window's evidence is a lower score
+        scores = b.op("Neg", [scores])
     saliency = _saliency(b, scores, info)
     saliency_u8 = b.op(
         "Cast",

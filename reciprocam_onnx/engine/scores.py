@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ImageError
-from ..options import SCORES
+from ..options import SCORES, WINDOWS
 
 
 def first_few(indices) -> str:
@@ -36,6 +36,12 @@ def to_scores(logits: np.ndarray, score: str) -> np.ndarray:
     wide = logits.astype(np.float64)
     shifted = np.exp(wide - wide.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def evidence(cell_scores: np.ndarray, window: str) -> np.ndarray:
+    """The cells' scores oriented so that higher means more evidence for the class: as they are
+    when each copy keeps its window, negated when it removes it (a lower score then)."""
+    return cell_scores if window == WINDOWS[0] else -cell_scores
 
 
 def minmax_normalise(maps: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -14,15 +15,21 @@ from ..engine.base import SaliencyExplainer
 from ..engine.explainer import Explainer
 from ..engine.fused_explainer import open_explainer
 from ..engine.fused_graph import fused_options, model_of
+from ..engine.rollout import AttentionRollout
 from ..engine.scores import to_scores
-from ..errors import OptionError, onnxruntime_errors
+from ..engine.taps import MultiTapExplainer
+from ..errors import OptionError, UserError, onnxruntime_errors
 from ..graph.model import load_model
 from ..graph.runtime import make_session
-from ..options import KERNELS, SCORES, Options
+from ..options import KERNELS, SCORES, Options, preset_taps
 from .baselines import centre_maps, random_maps, rise_maps
 
 MapFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 SOFTMAX = SCORES[0]
+PLUS = "reciprocam+"
+# ViT-ReciproCAM methods: the paper with each kernel (the copy and read-out options each changes), and the
+# reciprocam+ preset (options.PRESETS: its own blocks and copies, the run options given)
+RECIPROCAM_METHODS: dict[str, dict[str, Any]] = {f"reciprocam-{kernel}": {"kernel": kernel} for kernel in KERNELS}
 
 
 class EvalModel:
@@ -41,20 +48,55 @@ class EvalModel:
         providers: Sequence[str] | None = None,
     ):
         options = options or Options()
-        clash = sorted(name for name in ("kernel", "score") if name in options.changed())
+        clash = sorted(name for name in ("kernel", "window", "score") if name in options.changed())
         if clash:
             raise OptionError(f"eval sets {', '.join(clash)} itself; pick methods instead")
         self.source = model
         proto = None if not isinstance(model, onnx.ModelProto) and is_split_folder(model) else load_model(model)
         self._explainers: dict[str, SaliencyExplainer]
-        if proto is not None and fused_options(proto) is not None:
+        self._fused = proto is not None and fused_options(proto) is not None
+        if proto is not None and self._fused:
             fused = open_explainer(proto, options, providers=providers)  # refuses options it was not built with
-            self._explainers = {fused.options.kernel: fused}
+            self._explainers = {f"reciprocam-{fused.options.kernel}": fused}
             proto = model_of(proto)
         else:
             base = Explainer(model, options.updated(score=SOFTMAX), providers=providers)
-            self._explainers = {kernel: base.with_options(kernel=kernel) for kernel in KERNELS}
+            self._explainers = {name: base.with_options(**changes) for name, changes in RECIPROCAM_METHODS.items()}
         self._forward = None if proto is None else make_session(proto, providers)
+        self._proto, self._options, self._providers = proto, options, providers
+        self._rollout: AttentionRollout | None = None
+        self._plus: MultiTapExplainer | None = None
+
+    def plus(self) -> MultiTapExplainer:
+        """The reciprocam+ preset on the same model (built on first use) with the run options given; its taps
+        set their own blocks and copies. OptionError for a split folder or a fused graph."""
+        if self._proto is None or self._fused:
+            what = "a split folder's one cut" if self._proto is None else "a fused graph's own copies"
+            raise OptionError(f"{PLUS} taps the model at its own blocks, not {what}: evaluate the model file")
+        if self._plus is None:
+            self._plus = MultiTapExplainer(self._proto, preset_taps(PLUS, self._options), providers=self._providers)
+        return self._plus
+
+    def rollout(self) -> AttentionRollout:
+        """Attention rollout of the same model (built on first use); OptionError for a split folder."""
+        if self._proto is None:
+            raise OptionError("attention rollout reads the whole model: evaluate the .onnx file, not a split folder")
+        if self._rollout is None:
+            self._rollout = AttentionRollout(
+                self._proto, providers=self._providers, input_size=self.info.input_shape[1:]
+            )
+        return self._rollout
+
+    def has(self, method: str) -> bool:
+        """Does ``method`` apply to this model? (rollout needs one global attention Softmax per block,
+        reciprocam+ the model file and three blocks, the others a fused graph's own kernel)"""
+        if method not in (PLUS, "rollout"):
+            return method not in RECIPROCAM_METHODS or method in self._explainers
+        try:
+            self.plus() if method == PLUS else self.rollout()
+        except UserError:
+            return False
+        return True
 
     @property
     def name(self) -> str:
@@ -65,22 +107,25 @@ class EvalModel:
         return next(iter(self._explainers.values())).info
 
     @property
-    def kernels(self) -> tuple[str, ...]:
-        """The kernels it explains with: both, or a fused graph's own."""
+    def reciprocam_methods(self) -> tuple[str, ...]:
+        """The paper's ViT-ReciproCAM methods it explains with: both kernels, or a fused graph's own."""
         return tuple(self._explainers)
 
-    def explainer(self, kernel: str) -> SaliencyExplainer:
-        """The explainer with ``kernel``."""
-        if kernel not in self._explainers:
+    def explainer(self, method: str) -> SaliencyExplainer:
+        """The explainer of ViT-ReciproCAM method ``method`` (RECIPROCAM_METHODS, or reciprocam+)."""
+        if method == PLUS:
+            return self.plus()
+        if method not in self._explainers:
             raise OptionError(
-                f"this fused graph explains with kernel {self.kernels[0]} only; evaluate the model itself for {kernel}"
+                f"this fused graph explains as {self.reciprocam_methods[0]} only; evaluate the model itself for "
+                f"{method}"
             )
-        return self._explainers[kernel]
+        return self._explainers[method]
 
     def score_fn(self, images: np.ndarray) -> np.ndarray:
         """Softmax scores [N, C] of the unmasked model (one forward pass of the whole batch)."""
         if self._forward is None:  # a split folder: prefix + suffix, image by image
-            return self.explainer(self.kernels[0]).predict(images)
+            return next(iter(self._explainers.values())).predict(images)
         info = self.info
         with onnxruntime_errors("running the model"):
             if info.static_batch is not None:
@@ -99,9 +144,9 @@ class MethodSettings:
     batch_size: int = 16
 
 
-def _reciprocam(kernel: str) -> Callable[[EvalModel, MethodSettings], MapFn]:
+def _reciprocam(method: str) -> Callable[[EvalModel, MethodSettings], MapFn]:
     def make(model: EvalModel, settings: MethodSettings) -> MapFn:
-        explainer = model.explainer(kernel)
+        explainer = model.explainer(method)
         return lambda images, targets: explainer.explain(images, targets).maps
 
     return make
@@ -119,6 +164,11 @@ def _rise(model: EvalModel, settings: MethodSettings) -> MapFn:
     )
 
 
+def _rollout(model: EvalModel, settings: MethodSettings) -> MapFn:
+    rollout = model.rollout()
+    return lambda images, targets: rollout.explain(images, targets).maps
+
+
 def _random(model: EvalModel, settings: MethodSettings) -> MapFn:
     rng = np.random.default_rng(settings.seed)  # fresh maps per call: random maps are not coherent
     return lambda images, targets: random_maps(len(images), model.info.grid, int(rng.integers(2**32)))
@@ -129,17 +179,17 @@ def _centre(model: EvalModel, settings: MethodSettings) -> MapFn:
 
 
 METHODS: dict[str, Callable[[EvalModel, MethodSettings], MapFn]] = {
-    **{f"reciprocam-{kernel}": _reciprocam(kernel) for kernel in KERNELS},
+    **{name: _reciprocam(name) for name in (*RECIPROCAM_METHODS, PLUS)},
     "rise": _rise,
+    "rollout": _rollout,
     "random": _random,
     "centre": _centre,
 }
 
 
 def default_methods(model: EvalModel) -> list[str]:
-    """Every method that applies to ``model`` (a fused graph has one kernel)."""
-    kernel = {f"reciprocam-{k}": k for k in KERNELS}
-    return [name for name in METHODS if name not in kernel or kernel[name] in model.kernels]
+    """Every method that applies to ``model`` (EvalModel.has)."""
+    return [name for name in METHODS if model.has(name)]
 
 
 def make_methods(model: EvalModel, names: Sequence[str] | None, settings: MethodSettings) -> dict[str, MapFn]:

@@ -24,6 +24,8 @@ COLUMNS = (
     ("deletion_auc", "Del ↓"),
     ("insertion_auc", "Ins ↑"),
     ("discriminative_pointing_game", "DPG ↑"),
+    ("discriminative_pointing_game_first", "DPG 1st ↑"),
+    ("discriminative_pointing_game_second", "DPG 2nd ↑"),
 )
 
 

@@ -39,6 +39,8 @@ METRICS = (
     "deletion_auc",
     "insertion_auc",
     "discriminative_pointing_game",
+    "discriminative_pointing_game_first",
+    "discriminative_pointing_game_second",
     "seconds_per_image",
 )
 
@@ -156,6 +158,8 @@ class _Evaluation:
                 raise InternalError(f"{item.name}: two_classes named a class without a box")
             hits = discriminative_pointing_game(map_a, map_b, box_a, box_b, item.image_rgb.shape[:2])
             tally.add("discriminative_pointing_game", float(np.mean(hits)), 2)
+            tally.add("discriminative_pointing_game_first", hits[0])  # each object's class on its own
+            tally.add("discriminative_pointing_game_second", hits[1])
 
     def _keep_examples(self, items: list[EvalItem], targets: np.ndarray, maps: dict[str, np.ndarray]) -> None:
         for k, item in enumerate(items[: max(0, self.want_examples - len(self.examples))]):

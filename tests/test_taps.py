@@ -1,0 +1,78 @@
+"""Presets with several taps (reciprocam+): the sum of each tap's map, against the PyTorch reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reciprocam_onnx import MultiTapExplainer, open_explainer
+from reciprocam_onnx.cli import main
+from reciprocam_onnx.engine.scores import minmax_normalise
+from reciprocam_onnx.errors import OptionError
+from reciprocam_onnx.options import PRESETS
+from tests.conftest import random_images
+from tests.reference_check import TOLERANCE
+from tests.torch_reference import as_float64, reference_explain
+
+PLUS = "reciprocam+"
+IMAGE = str(Path(__file__).resolve().parents[1] / "examples" / "images" / "arrow.png")
+
+
+def reference_preset(model, fam, images: np.ndarray, info) -> tuple[np.ndarray, np.ndarray]:
+    """(summed, min-max normalised maps of every tap of reciprocam+ for the predicted class [B, h, w],
+    the largest change one tap's map takes from float64 to float32 [B])."""
+    total, noise = 0.0, 0.0
+    for tap in PRESETS[PLUS]:
+        options = {k: v for k, v in tap.items() if k != "block"}
+        refs = [
+            reference_explain(m, *fam.blocks(m)[tap["block"]], images, info.grid, info.prefix_tokens, **options)
+            for m in (as_float64(model), model)
+        ]
+        total = total + refs[0].maps
+        noise = np.maximum(noise, np.abs(refs[0].maps - refs[1].maps).max(axis=(1, 2)))
+    return minmax_normalise(total), noise
+
+
+def test_reciprocam_plus_matches_the_reference(exported):
+    path, model, fam = exported("timm-deit-tiny-distilled")
+    images = random_images(2, fam.input_size, seed=11)
+    ex = open_explainer(path, preset=PLUS, max_batch=64)
+    assert isinstance(ex, MultiTapExplainer) and [t.options.block % 4 for t in ex.taps] == [1, 2, 3]
+    assert all(t.options.max_batch == 64 for t in ex.taps)
+    out = ex.explain(images)
+    expected, noise = reference_preset(model, fam, images, ex.info)
+    well_posed = noise <= TOLERANCE / 4
+    assert well_posed.any(), "no map was well-posed enough to compare"
+    np.testing.assert_allclose(out.maps[well_posed], expected[well_posed], atol=2 * TOLERANCE)
+    np.testing.assert_allclose(out.scores.sum(axis=1), 1.0, atol=1e-6)  # softmax, whatever the taps read
+    every = ex.explain_all(images)
+    np.testing.assert_allclose(every[np.arange(2), out.targets], out.maps, atol=1e-6)
+    given = ex.explain(images, targets=[4, 5])
+    assert given.targets.tolist() == [4, 5] and not np.allclose(given.maps, out.maps)
+
+
+def test_presets_refuse_what_they_cannot_honour(exported, tmp_path, capsys):
+    path, _, _ = exported("timm-deit-tiny-distilled")
+    with pytest.raises(OptionError, match="sets block itself"):
+        open_explainer(path, preset=PLUS, block=-2)
+    args = ["explain", str(path), IMAGE, "-o", str(tmp_path), "--preset", PLUS, "--kernel", "3x3"]
+    assert main(args) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sets kernel itself" in err[0]
+    from reciprocam_onnx import fuse
+
+    fused = tmp_path / "fused.onnx"
+    fused.write_bytes(fuse(path).SerializeToString())
+    with pytest.raises(OptionError, match="not a fused graph"):
+        open_explainer(fused, preset=PLUS)
+
+
+def test_cli_explain_with_the_preset(tmp_path, capsys):
+    """The bundled demo model, explained with reciprocam+: an overlay and a map, softmax scores printed."""
+    assert main(["explain", IMAGE, "-o", str(tmp_path), "--preset", PLUS]) == 0
+    saved = np.load(tmp_path / "arrow.map.npy")
+    assert saved.shape == (14, 14) and saved.min() == 0 and saved.max() == 1
+    assert (tmp_path / "arrow.overlay.png").is_file()
+    assert "target: arrow" in capsys.readouterr().out
