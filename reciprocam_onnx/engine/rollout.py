@@ -21,12 +21,14 @@ import onnx_graphsurgeon as gs
 
 from ..analysis.attention import attention_probabilities
 from ..analysis.facts import ModelFacts, analyse
+from ..contract import is_split_folder
 from ..errors import GraphStructureError, OptionError, onnxruntime_errors
 from ..graph.export import export_like
 from ..graph.model import load_model
 from ..graph.runtime import make_session
 from ..graph.unfuse import unfuse_normalisations
 from .base import Explanation, Targets, check_images, choose_targets
+from .explainer import IMAGES_PER_PREFIX_RUN
 from .scores import minmax_normalise, to_scores
 
 
@@ -45,7 +47,7 @@ class AttentionRollout:
         providers: Sequence[str] | None = None,
         input_size: tuple[int, int] | None = None,
     ):
-        if not isinstance(model, onnx.ModelProto) and os.path.isdir(model):
+        if not isinstance(model, onnx.ModelProto) and is_split_folder(model):
             raise OptionError("attention rollout reads the whole model: give the .onnx file, not a split folder")
         proto = load_model(model)
         graph = gs.import_onnx(proto)
@@ -68,7 +70,8 @@ class AttentionRollout:
     def explain(self, images: np.ndarray, targets: Targets = None) -> Explanation:
         """Rollout maps [B, h, w] (class-agnostic), the given or predicted targets, softmax scores [B, C]."""
         images = check_images(images, self.facts.input)
-        batches = [images] if self.facts.input.static_batch is None else [image[None] for image in images]
+        step = IMAGES_PER_PREFIX_RUN if self.facts.input.static_batch is None else 1  # bounds attention memory
+        batches = [images[first : first + step] for first in range(0, len(images), step)]
         logits, maps = [], []
         for batch in batches:
             with onnxruntime_errors("running the model for its attention"):
