@@ -21,20 +21,27 @@ WIDTHS = {RESIDUAL: D, NORMED: D, PROJECTED: K}
 TABLES = ("table_token", "table_weight", "table_log_count", "table_token_slot")
 
 
-def builder_model(one_image: bool, with_slots: bool):
-    """Inputs: the tapped tensors [N, T, k] and the slot tables; outputs: copy_inputs for both residual modes."""
+def modes(with_slots: bool) -> list[tuple[str, str, bool]]:
+    """(label, residual, slot_residual): both residuals, and a masked one as slots where the suffix takes slots."""
+    found = [(residual, residual, False) for residual in RESIDUALS]
+    return found + [("masked-slots", RESIDUALS[1], True)] if with_slots else found
+
+
+def builder_model(one_image: bool, with_slots: bool, floats: str = "float32"):
+    """Inputs: the tapped tensors [N, T, k] (of ``floats``) and the slot tables; outputs: copy_inputs for every
+    residual mode."""
     graph = gs.Graph(opset=17)
-    b = OpBuilder(graph, "test/")
-    tapped = {name: gs.Variable(name, np.float32, ["images", T, width]) for name, width in WIDTHS.items()}
+    b = OpBuilder(graph, "test/", floats)
+    tapped = {name: gs.Variable(name, np.dtype(floats), ["images", T, width]) for name, width in WIDTHS.items()}
     tables = [gs.Variable(TABLES[0], np.int64, ["n", "slots"]), gs.Variable(TABLES[1], np.float32, ["n", "slots"])]
     if with_slots:
         tables += [gs.Variable(TABLES[2], np.float32, ["n", "slots"]), gs.Variable(TABLES[3], np.int64, ["n", T])]
     graph.inputs = [*tapped.values(), *tables]
-    for residual in RESIDUALS:
-        built = copy_inputs(b, tapped, WIDTHS, CopyTables(*tables), residual, one_image)
+    for label, residual, slot_residual in modes(with_slots):
+        built = copy_inputs(b, tapped, WIDTHS, CopyTables(*tables), residual, one_image, slot_residual)
         for name, tensor in built.items():  # name every output, even one that is a graph input
-            dtype = tensor.dtype or np.float32
-            graph.outputs.append(b.op("Identity", [tensor], out=gs.Variable(f"{residual}/{name}", dtype)))
+            dtype = tensor.dtype or np.dtype(floats)
+            graph.outputs.append(b.op("Identity", [tensor], out=gs.Variable(f"{label}/{name}", dtype)))
     model = gs.export_onnx(graph.cleanup().toposort())
     model.ir_version = 8  # onnx 1.23 writes IR 14, which onnxruntime 1.31 refuses
     options = ort.SessionOptions()
@@ -47,9 +54,9 @@ def table_feeds(slots: Slots, with_slots: bool) -> dict[str, np.ndarray]:
     return dict(zip(TABLES[: 4 if with_slots else 2], values))
 
 
-def tapped_values(images: int) -> dict[str, np.ndarray]:
+def tapped_values(images: int, floats: str = "float32") -> dict[str, np.ndarray]:
     rng = np.random.default_rng(images)
-    return {name: rng.standard_normal((images, T, width), dtype=np.float32) for name, width in WIDTHS.items()}
+    return {name: rng.standard_normal((images, T, width)).astype(floats) for name, width in WIDTHS.items()}
 
 
 def slot_forms(with_slots: bool):
@@ -62,27 +69,31 @@ def slot_forms(with_slots: bool):
                 yield f"{kernel}/cls={cls_token}/compact", compact_slots(weights, 1)
 
 
-@pytest.mark.parametrize("images, one_image", [(1, True), (1, False), (2, False)])
+@pytest.mark.parametrize(
+    "images, one_image, floats",
+    [(1, True, "float32"), (1, False, "float32"), (2, False, "float32"), (1, True, "float16")],
+)
 @pytest.mark.parametrize("with_slots", [False, True])
-def test_copy_inputs_equal_copy_feeds(images, one_image, with_slots):
-    session = builder_model(one_image, with_slots)
+def test_copy_inputs_equal_copy_feeds(images, one_image, floats, with_slots):
+    session = builder_model(one_image, with_slots, floats)
     names = [o.name for o in session.get_outputs()]
-    tapped = tapped_values(images)
+    tapped = tapped_values(images, floats)
     checked = 0
+    tolerance = 1e-6 if floats == "float32" else 2e-3
     for label, slots in slot_forms(with_slots):
         got = dict(zip(names, session.run(None, {**tapped, **table_feeds(slots, with_slots)})))
-        for residual in RESIDUALS:
-            want = copy_feeds(tapped, slots, residual, with_slots)
-            built = {name.split("/", 1)[1]: value for name, value in got.items() if name.startswith(f"{residual}/")}
+        for mode, residual, slot_residual in modes(with_slots):
+            want = copy_feeds(tapped, slots, residual, with_slots, slot_residual)
+            built = {name.split("/", 1)[1]: value for name, value in got.items() if name.startswith(f"{mode}/")}
             assert set(built) == set(want), label
             for name, value in want.items():
                 if name == RESIDUAL and residual == "unmasked" and images == 1 and not one_image:
                     value = np.repeat(value, len(slots), axis=0)  # reference: [1, T, D], broadcast by the suffix
-                assert built[name].shape == value.shape and built[name].dtype == value.dtype, (label, residual, name)
-                np.testing.assert_allclose(built[name], value, rtol=0, atol=1e-6, err_msg=f"{label} {residual} {name}")
+                assert built[name].shape == value.shape and built[name].dtype == value.dtype, (label, mode, name)
+                np.testing.assert_allclose(built[name], value, rtol=0, atol=tolerance, err_msg=f"{label} {mode} {name}")
                 checked += 1
     copies = GRID[0] * GRID[1]
-    assert checked == sum(1 for _ in slot_forms(with_slots)) * len(RESIDUALS) * (3 + 2 * with_slots)
+    assert checked == sum(1 for _ in slot_forms(with_slots)) * len(modes(with_slots)) * (3 + 2 * with_slots)
     assert got[f"masked/{NORMED}"].shape[0] == images * copies  # image-major copies of every image
 
 

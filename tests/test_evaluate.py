@@ -10,6 +10,7 @@ import pytest
 
 from reciprocam_onnx import evaluation as ev
 from reciprocam_onnx.cli import main
+from reciprocam_onnx.errors import OptionError
 from reciprocam_onnx.evaluation import methods
 from reciprocam_onnx.evaluation.shapes import generate, save_samples
 
@@ -76,6 +77,20 @@ def test_rise_uses_the_configured_number_of_masks(report, rise_calls):
     result, _ = report
     assert rise_calls and set(rise_calls) == {24}  # maps and coherency, per batch
     assert result["settings"]["rise_masks"] == 24
+    assert "RISE: 24 masks for the maps and for the coherency pass." in ev.report_markdown(result)
+
+
+def test_rise_coherency_pass_can_use_fewer_masks(model, monkeypatch):
+    calls: list[int] = []
+    real = methods.rise_maps
+    monkeypatch.setattr(methods, "rise_maps", lambda *a, **k: calls.append(k["n_masks"]) or real(*a, **k))
+    dataset = ev.shapes_dataset(2, seed=1, size=(224, 224))
+    result = ev.evaluate(model, dataset, ["rise"], batch_size=2, rise_coherency_masks=8, **FAST)
+    assert calls == [24, 8]  # the maps, then the explanation images for coherency
+    assert result["settings"]["rise_coherency_masks"] == 8
+    assert "RISE: 24 masks for the maps, 8 for the coherency pass (Coh, ADCC)." in ev.report_markdown(result)
+    with pytest.raises(OptionError, match="RISE masks"):
+        ev.evaluate(model, dataset, ["rise"], rise_coherency_masks=0, **FAST)
 
 
 def test_report_files(report):

@@ -139,6 +139,11 @@ def test_float16_graph(keep_io_types, kept_in_float32, deit_float32, tmp_path):
         assert np.corrcoef(got.ravel(), want.ravel())[0, 1] >= 0.98
     if not keep_io_types:  # the fused graph computes its copies in float16 too (here in ONNX Loop chunks)
         assert_fused_matches(path, ex.with_options(score="softmax"), images, tmp_path, atol=2e-2, chunk=50)
+    if keep_io_types and kept_in_float32 is None:  # a masked residual: as slots, and as plain float16 rows
+        masked = ex.with_options(residual="masked")
+        assert "slots-through yes" in masked.info.rewrites_line()
+        plain = Explainer(path, score="logits", residual="masked", optimize=False)
+        np.testing.assert_allclose(masked.cell_scores(images)[1], plain.cell_scores(images)[1], atol=1e-2 * scale)
 
 
 def test_reduced_precision_that_cannot_resolve_a_map_is_flagged():

@@ -17,7 +17,15 @@ from reciprocam_onnx.copies.reference import copy_feeds
 from reciprocam_onnx.copies.slots import compact_slots, identity_slots
 from reciprocam_onnx.errors import GraphStructureError
 from reciprocam_onnx.graph.model import ImageInput
-from reciprocam_onnx.rewrites import PRECISION_PASSES, NotApplicable, Pass, Surgery, run_passes, split_passes
+from reciprocam_onnx.rewrites import (
+    PRECISION_PASSES,
+    NotApplicable,
+    Pass,
+    Surgery,
+    residual_passes,
+    run_passes,
+    split_passes,
+)
 from reciprocam_onnx.rewrites.batch import batch_dynamic
 from reciprocam_onnx.rewrites.dynamic_quantization import one_copy_per_run
 from reciprocam_onnx.rewrites.head_rows import head_rows
@@ -45,8 +53,11 @@ def _model(nodes, inits, inputs, outputs, name) -> onnx.ModelProto:
     return model
 
 
-def suffix_model(pool="cls", scores="Softmax", scaled_f=False, batch_mean=False, head="gemm") -> onnx.ModelProto:
-    """residual, normed [1, T, D] -> one pre-norm block -> final LN -> pooling -> head -> logits [1, C]."""
+def suffix_model(
+    pool="cls", scores="Softmax", scaled_f=False, batch_mean=False, head="gemm", later=0, probabilities=False
+) -> onnx.ModelProto:
+    """residual, normed [1, T, D] -> one pre-norm block (``later`` more after it) -> final LN -> pooling ->
+    head -> logits [1, C] (softmax scores with ``probabilities``)."""
     rng = np.random.default_rng(0)
     nodes, inits = [], []
 
@@ -65,20 +76,29 @@ def suffix_model(pool="cls", scores="Softmax", scaled_f=False, batch_mean=False,
         g, b = (rng.standard_normal(D).astype(np.float32) * 0.1 + k for k in (1, 0))
         return node("LayerNormalization", [x, const(f"{out}_g", g), const(f"{out}_b", b)], out, axis=-1)
 
+    def block(residual, f, tag=""):
+        heads = {}
+        for key, perm in (("q", [0, 2, 1, 3]), ("k", [0, 2, 3, 1]), ("v", [0, 2, 1, 3])):
+            x = node("MatMul", [f, const(f"{tag}W{key}", w(D, D))], f"{tag}{key}_proj")
+            x = node("Reshape", [x, const(f"{tag}{key}_shape", np.array([1, T, H, D // H]))], f"{tag}{key}_heads")
+            heads[key] = node("Transpose", [x], f"{tag}{key}_t", perm=perm)
+        s = node("MatMul", [heads["q"], heads["k"]], f"{tag}scores")
+        s = node("Mul", [s, const(f"{tag}scale", np.array((D // H) ** -0.5, np.float32))], f"{tag}scaled")
+        p = node(scores, [s], f"{tag}probs", **({"axis": -1} if scores == "Softmax" else {}))
+        a = node("Transpose", [node("MatMul", [p, heads["v"]], f"{tag}context")], f"{tag}context_t", perm=[0, 2, 1, 3])
+        a = node("Reshape", [a, const(f"{tag}merge_shape", np.array([1, T, D]))], f"{tag}context_merged")
+        x = node(
+            "Add", [node("MatMul", [a, const(f"{tag}Wo", w(D, D))], f"{tag}attn_branch"), residual], f"{tag}attn_out"
+        )
+        h = node(
+            "Relu", [node("MatMul", [norm(x, f"{tag}ln2"), const(f"{tag}W1", w(D, 2 * D))], f"{tag}fc1")], f"{tag}act"
+        )
+        return node("Add", [x, node("MatMul", [h, const(f"{tag}W2", w(2 * D, D))], f"{tag}fc2")], f"{tag}block_out")
+
     f = node("Mul", [NORMED, const("gamma", np.full(D, 1.5, np.float32))], "f_scaled") if scaled_f else NORMED
-    heads = {}
-    for key, perm in (("q", [0, 2, 1, 3]), ("k", [0, 2, 3, 1]), ("v", [0, 2, 1, 3])):
-        x = node("MatMul", [f, const(f"W{key}", w(D, D))], f"{key}_proj")
-        x = node("Reshape", [x, const(f"{key}_shape", np.array([1, T, H, D // H]))], f"{key}_heads")
-        heads[key] = node("Transpose", [x], f"{key}_t", perm=perm)
-    s = node("MatMul", [heads["q"], heads["k"]], "scores")
-    s = node("Mul", [s, const("scale", np.array((D // H) ** -0.5, np.float32))], "scaled")
-    p = node(scores, [s], "probs", **({"axis": -1} if scores == "Softmax" else {}))
-    a = node("Transpose", [node("MatMul", [p, heads["v"]], "context")], "context_t", perm=[0, 2, 1, 3])
-    a = node("Reshape", [a, const("merge_shape", np.array([1, T, D]))], "context_merged")
-    x = node("Add", [node("MatMul", [a, const("Wo", w(D, D))], "attn_branch"), RESIDUAL], "attn_out")
-    h = node("Relu", [node("MatMul", [norm(x, "ln2"), const("W1", w(D, 2 * D))], "fc1")], "act")
-    y = node("Add", [x, node("MatMul", [h, const("W2", w(2 * D, D))], "fc2")], "block_out")
+    y = block(RESIDUAL, f)
+    for k in range(later):
+        y = block(y, norm(y, f"later{k}_ln1"), f"later{k}_")
     if batch_mean:  # contracts the batch axis
         y = node("ReduceMean", [y], "batch_mean", axes=[0], keepdims=1)
     y = norm(y, "final_norm")
@@ -88,11 +108,14 @@ def suffix_model(pool="cls", scores="Softmax", scaled_f=False, batch_mean=False,
         else node("ReduceMean", [y], "pooled", axes=[1], keepdims=0)
     )  # CLS or mean pooling
     bias = const("head_b", rng.standard_normal(C).astype(np.float32))
+    out = "head" if probabilities else "logits"
     (
-        node("Gemm", [y, const("head_w", w(D, C)), bias], "logits")
+        node("Gemm", [y, const("head_w", w(D, C)), bias], out)
         if head == "gemm"
-        else node("Add", [node("MatMul", [y, const("head_w", w(D, C))], "head_mm"), bias], "logits")
+        else node("Add", [node("MatMul", [y, const("head_w", w(D, C))], "head_mm"), bias], out)
     )
+    if probabilities:
+        node("Softmax", [out], "logits", axis=-1)
     inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, T, D]) for n in (RESIDUAL, NORMED)]
     return _model(nodes, inits, inputs, [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, C])], "suffix")
 
@@ -223,6 +246,27 @@ def test_slots_equal_the_plain_copies(kernel):
     for tables in (compact, identity_slots(weights)):  # one graph runs either form
         got = run(out.export_suffix(), copy_feeds(tapped, tables, with_slots=True))[0]
         np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel, later, probabilities", [("3x3", 0, True), ("1x1", 2, False), ("3x3", 1, True)])
+def test_slots_through_run_the_masked_residual_and_later_rows_as_slots(kernel, later, probabilities):
+    s = apply(surgery(suffix_model(later=later, probabilities=probabilities)), BATCH, SLOTS)
+    (through,) = residual_passes("masked", 1)
+    out = apply(s, through)
+    (residual,) = [i for i in out.export_suffix().graph.input if i.name == RESIDUAL]
+    assert [d.dim_param for d in residual.type.tensor_type.shape.dim[:2]] == ["batch", "slots"]
+    tapped, weights = stream(1), cell_weights(GRID, 1, kernel, True)
+    expected = run(s.export_suffix(), copy_feeds(tapped, identity_slots(weights), "masked", with_slots=True))[0]
+    compact = compact_slots(weights, 1)
+    got = run(out.export_suffix(), copy_feeds(tapped, compact, "masked", with_slots=True, slot_residual=True))[0]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert residual_passes("unmasked", 1) == ()
+
+
+def test_slots_through_declines_mean_pooling_and_leaves_a_suffix_without_slots_alone():
+    (through,) = residual_passes("masked", 1)
+    decline(apply(surgery(suffix_model(pool="mean")), BATCH, SLOTS), through, "mean pooling")
+    decline(apply(surgery(suffix_model()), BATCH), through, "does not take slots")
 
 
 def test_slots_declines_attention_without_softmax():

@@ -63,6 +63,13 @@ class Evaluate:
         )
         parser.add_argument("--rise-masks", type=int, default=2000, help="RISE masks (default 2000)")
         parser.add_argument(
+            "--rise-coherency-masks",
+            type=int,
+            default=None,
+            help="RISE masks for the coherency pass, which explains each explanation image again (default: "
+            "--rise-masks); the report says how many were used",
+        )
+        parser.add_argument(
             "--auc-steps", type=int, default=None, help="deletion/insertion steps (default one grid cell per step)"
         )
         parser.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
@@ -84,6 +91,7 @@ class Evaluate:
             _dataset(args, model),
             methods,
             rise_masks=args.rise_masks,
+            rise_coherency_masks=args.rise_coherency_masks,
             batch_size=args.batch_size,
             seed=args.seed,
             auc_steps=args.auc_steps,

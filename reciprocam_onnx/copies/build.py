@@ -7,6 +7,7 @@ Both the engine's suffix (engine/suffix.py) and the fused graph
     masked input  X[:, token] * weight                      ─► [N*n, U, k]
     residual R    unmasked: R itself ([1, T, D], broadcast) or R per copy ─► [N*n, T, D]
                   masked:   R * the copy's per-token weights ─► [N*n, T, D]
+              or, for a suffix that takes R as slots too, like X ─► [N*n, U, D]
     slot tables   slot_log_count, token_slot, per copy      ─► [N*n, U], [N*n, T]
 
 Copies are image-major: row ``i*n + c`` is copy ``c`` of image ``i``.
@@ -42,23 +43,25 @@ def copy_inputs(
     tables: CopyTables,
     residual: str = RESIDUALS[0],
     one_image: bool = False,
+    slot_residual: bool = False,
 ) -> dict[str, gs.Tensor]:
     """The suffix's inputs (by name) for the copies of every image in ``tapped`` ([N, T, k] each).
 
     ``widths`` gives each tapped tensor's last dimension. ``one_image``: N is 1,
     so an unmasked residual is passed as it is and the suffix broadcasts it.
+    ``slot_residual``: the suffix takes a masked residual as slots (rewrites/slots_through.py).
     The slot tables are inputs too when ``tables`` has them.
     """
     inputs: dict[str, gs.Tensor] = {}
     for name, tensor in tapped.items():
-        if name != RESIDUAL:  # [N, T, k] ─► [N, n, U, k] ─► [N*n, U, k]
+        if name != RESIDUAL or slot_residual:  # [N, T, k] ─► [N, n, U, k] ─► [N*n, U, k]
             rows = b.op("Gather", [tensor, tables.token], {"axis": 1})
             copies = b.op("Mul", [rows, b.cast(b.reshape(tables.weight, [0, 0, 1]))])
             inputs[name] = _per_copy(b, copies, widths[name])
         elif residual == RESIDUALS[1]:  # masked
             weight = tables.weight
             if tables.token_slot is not None:  # slot weights ─► per-token weights [n, T]
-                weight = b.op("GatherElements", [tables.weight, tables.token_slot], {"axis": 1})
+                weight = b.op("GatherElements", [tables.weight, tables.token_slot], {"axis": 1}, dtype=np.float32)
             copies = b.op("Mul", [b.unsqueeze(tensor, [1]), b.cast(b.reshape(weight, [0, 0, 1]))])
             inputs[name] = _per_copy(b, copies, widths[name])
         elif one_image:

@@ -10,14 +10,19 @@ from .slots import Slots
 
 
 def copy_feeds(
-    tapped: dict[str, np.ndarray], slots: Slots, residual: str = RESIDUALS[0], with_slots: bool = False
+    tapped: dict[str, np.ndarray],
+    slots: Slots,
+    residual: str = RESIDUALS[0],
+    with_slots: bool = False,
+    slot_residual: bool = False,
 ) -> dict[str, np.ndarray]:
     """Suffix inputs for the ``len(slots)`` copies of every image in ``tapped`` ([N, T, k] each),
-    image-major; an unmasked residual of one image stays [1, T, D] (the suffix broadcasts it)."""
+    image-major; an unmasked residual of one image stays [1, T, D] (the suffix broadcasts it);
+    ``slot_residual``: a masked residual as slots, like the other inputs."""
     images, copies = len(tapped[RESIDUAL]), len(slots)
     feeds = {}
     for name, value in tapped.items():
-        if name != RESIDUAL:
+        if name != RESIDUAL or slot_residual:
             rows = value[:, slots.token] * slots.weight[None, :, :, None]  # [N, n, U, k]
         elif residual == RESIDUALS[1]:  # masked
             rows = value[:, None] * slots.token_weight[None, :, :, None]  # [N, n, T, D]

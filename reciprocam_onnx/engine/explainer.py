@@ -49,7 +49,7 @@ from .base import Explanation, Targets, check_class_scores, check_images, choose
 from .fidelity import MIN_PEARSON, checked_cells, estimated_pearson
 from .openvino_suffix import OpenVINOSuffix, bfloat16_supported
 from .scores import check_finite, evidence, first_few, minmax_normalise, to_scores, unresolved
-from .suffix import engine_suffix
+from .suffix import engine_suffix, suffix_for_residual
 
 log = logging.getLogger(__name__)
 
@@ -235,14 +235,15 @@ class Explainer:
 
     def _write_suffix(self, folder: Path) -> Path:
         """The engine suffix for the residual and precision options, written into ``folder``;
-        records the precision passes in ``self.info``."""
-        graph = engine_suffix(self._split_suffix, self.options.residual)
-        passes = PRECISION_PASSES[self.options.precision]
-        rewrites: tuple[Rewrite, ...] = ()
-        if passes:
-            surgery, rewrites = run_passes(Surgery(gs.import_onnx(graph), graph), passes)
+        records the residual and precision passes in ``self.info``."""
+        split_info = self._split_info
+        suffix, before, self._slot_residual = suffix_for_residual(self._split_suffix, split_info, self.options.residual)
+        graph = engine_suffix(suffix, self.options.residual, self._slot_residual)
+        after: tuple[Rewrite, ...] = ()
+        if PRECISION_PASSES[self.options.precision]:
+            surgery, after = run_passes(Surgery(gs.import_onnx(graph), graph), PRECISION_PASSES[self.options.precision])
             graph = surgery.export_suffix()
-        self.info = replace(self._split_info, rewrites=self._split_info.rewrites + rewrites)
+        self.info = replace(split_info, rewrites=split_info.rewrites + before + after)
         path = folder / "suffix.onnx"
         path.write_bytes(graph.SerializeToString())
         return path
@@ -277,7 +278,8 @@ class Explainer:
         weights = cell_weights(info.grid, info.prefix_tokens, options.kernel, options.cls_token, options.window)
         self._unmasked = identity_slots(np.ones((1, info.tokens), np.float32))
         self._cells = copy_slots(weights, info.prefix_tokens, info.slots)
-        self.max_batch = options.max_batch or default_max_batch(info, self.device)
+        rows = self._cells.token.shape[1] if self._slot_residual else None
+        self.max_batch = options.max_batch or default_max_batch(info, self.device, rows)
         budget = budget_max_batch(info, self.device)
         if self.max_batch > budget:
             log.warning(
@@ -347,15 +349,16 @@ def budget_max_batch(info: SplitInfo, device: str) -> int:
     return max(1, MEMORY_BUDGET_BYTES[device] // _bytes_per_copy(info))
 
 
-def default_max_batch(info: SplitInfo, device: str) -> int:
+def default_max_batch(info: SplitInfo, device: str, rows_per_copy: int | None = None) -> int:
     """Copies per suffix run: within the device's activation budget, and on CPU about
     CPU_TOKENS_PER_RUN token rows (cache-sized runs are faster there). A copy costs T rows,
-    or only its slots when its one block after the tap runs attention on distinct rows."""
+    or only its slots when its one block after the tap runs attention on distinct rows;
+    ``rows_per_copy``: the slots a suffix that runs on slots throughout computes."""
     rows = budget_max_batch(info, device)
     if device == "cpu":
         last = info.block == info.blocks - 1
         computed = info.prefix_tokens + SLOTS_PER_3X3 if info.slots and last else info.tokens
-        rows = min(rows, CPU_TOKENS_PER_RUN // computed)
+        rows = min(rows, CPU_TOKENS_PER_RUN // (rows_per_copy or computed))
     return int(np.clip(rows, 1, 1024))
 
 

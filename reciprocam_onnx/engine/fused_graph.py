@@ -4,7 +4,7 @@
                  │ R, F (and F's projections) at the target block
                  ▼
     copies of F (copies/build.py; constant slot tables [h*w, U])
-    R broadcast (or masked) ─► suffix ─► scores [B, h*w, C] ─► min-max per image and class
+    R broadcast (or masked, as slots where it can) ─► suffix ─► scores [B, h*w, C] ─► min-max per image and class
                                         ─► saliency [B, C, h, w], saliency_u8
 
 The prefix runs once (it is the model's own first part) and the logits are
@@ -18,6 +18,7 @@ fused graph takes any batch.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ from ..graph.model import ModelSource, load_model, metadata
 from ..options import PRECISIONS, SCORES, WINDOWS, Options, resolve
 from ..split.pipeline import split_model
 from .base import check_class_scores
+from .suffix import suffix_for_residual
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +62,12 @@ def fuse(source: ModelSource, options: Options | None = None, **changes: Any) ->
         if options.chunk is not None and options.chunk > info.copies_per_run:
             raise OptionError(f"this model quantizes at run time: it takes chunk={info.copies_per_run} at most")
         options = options.updated(chunk=info.copies_per_run)
+    suffix, outcomes, slot_residual = suffix_for_residual(split.suffix, info, options.residual)
+    info = replace(info, rewrites=info.rewrites + outcomes)
+    split = SplitModel(split.prefix, suffix, info)
     weights = cell_weights(info.grid, info.prefix_tokens, options.kernel, options.cls_token, options.window)
     slots = copy_slots(weights, info.prefix_tokens, info.slots)
-    graph = _core(model, split, slots, options)
+    graph = _core(model, split, slots, options, slot_residual)
     if info.static_batch is not None:
         graph = _loop_over_images(graph, info)
     fused = export_like(graph.cleanup().toposort(), model)
@@ -98,14 +103,15 @@ def model_of(fused: onnx.ModelProto) -> onnx.ModelProto:
     return export_like(graph.cleanup().toposort(), fused)
 
 
-def _core(model: onnx.ModelProto, split: SplitModel, slots: Slots, options: Options) -> gs.Graph:
+def _core(model: onnx.ModelProto, split: SplitModel, slots: Slots, options: Options, slot_residual: bool) -> gs.Graph:
     """The model itself (its logits, bit for bit) + masked copies of its tapped tensors
-    through the suffix + scores and maps, for the source model's batch."""
+    through the suffix + scores and maps, for the source model's batch. ``slot_residual``: the suffix
+    takes the masked residual as slots."""
     info = split.info
     graph = gs.import_onnx(model)
     logits = graph.outputs[0]
     c = OpBuilder(graph, "reciprocam/copies/", info.dtype)  # the copies compute in the model's dtype
-    copies = _Copies(split, _tapped(c, split), options.residual)
+    copies = _Copies(split, _tapped(c, split), options.residual, slot_residual)
     tables = copies.tables(slots)
     if options.chunk is None:
         cell_logits = copies.logits(c, {key: c.const(key, value) for key, value in tables.items()})
@@ -150,8 +156,9 @@ def _tapped(b: OpBuilder, split: SplitModel) -> dict[str, gs.Tensor]:
 class _Copies:
     """Runs the split's suffix on masked copies (copies/build.py) of the tapped tensors."""
 
-    def __init__(self, split: SplitModel, tapped: dict[str, gs.Tensor], residual: str):
+    def __init__(self, split: SplitModel, tapped: dict[str, gs.Tensor], residual: str, slot_residual: bool):
         self.suffix, self.info, self.tapped, self.residual = split.suffix, split.info, tapped, residual
+        self.slot_residual = slot_residual
         self.widths = {
             i.name: i.type.tensor_type.shape.dim[2].dim_value for i in split.suffix.graph.input if i.name in tapped
         }
@@ -165,7 +172,7 @@ class _Copies:
 
     def logits(self, b: OpBuilder, tables: dict[str, gs.Tensor]) -> gs.Variable:
         """Suffix logits [B * n, C] for the n copies described by ``tables`` of every image."""
-        built = copy_inputs(b, self.tapped, self.widths, CopyTables(**tables), self.residual)
+        built = copy_inputs(b, self.tapped, self.widths, CopyTables(**tables), self.residual, False, self.slot_residual)
         return _inline(b, self.suffix, built)
 
 

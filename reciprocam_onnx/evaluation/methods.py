@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -142,6 +142,16 @@ class MethodSettings:
     rise_masks: int = 2000
     seed: int = 0
     batch_size: int = 16
+    rise_coherency_masks: int | None = None  # RISE masks for the coherency pass (None: rise_masks)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method's maps, and what explains its explanation images for coherency (the same
+    function, or RISE with ``rise_coherency_masks``)."""
+
+    maps: MapFn
+    coherency: MapFn
 
 
 def _reciprocam(method: str) -> Callable[[EvalModel, MethodSettings], MapFn]:
@@ -192,12 +202,19 @@ def default_methods(model: EvalModel) -> list[str]:
     return [name for name in METHODS if model.has(name)]
 
 
-def make_methods(model: EvalModel, names: Sequence[str] | None, settings: MethodSettings) -> dict[str, MapFn]:
-    """name -> function(images [B,3,H,W], targets [B]) -> maps [B, h, w] in [0, 1]; ``names`` None:
-    the default methods."""
+def make_methods(model: EvalModel, names: Sequence[str] | None, settings: MethodSettings) -> dict[str, Method]:
+    """name -> Method, whose functions take (images [B,3,H,W], targets [B]) and return maps
+    [B, h, w] in [0, 1]; ``names`` None: the default methods."""
     names = default_methods(model) if names is None else names
     unknown = [name for name in names if name not in METHODS]
     if unknown or not names:
         given = ", ".join(unknown) if unknown else "none given"
         raise OptionError(f"unknown methods ({given}); choose from {', '.join(METHODS)}")
-    return {name: METHODS[name](model, settings) for name in dict.fromkeys(names)}
+    methods = {}
+    for name in dict.fromkeys(names):
+        maps = METHODS[name](model, settings)
+        coherency = maps
+        if name == "rise" and settings.rise_coherency_masks not in (None, settings.rise_masks):
+            coherency = _rise(model, replace(settings, rise_masks=settings.rise_coherency_masks))
+        methods[name] = Method(maps, coherency)
+    return methods

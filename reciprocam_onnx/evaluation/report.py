@@ -80,6 +80,7 @@ def report_markdown(result: dict) -> str:
         "",
     ]
     lines += [_method_line(name, metrics) for name, metrics in result["methods"].items()]
+    lines += _rise_line(result)
     lines += _class_table(result.get("pointing_game_by_class") or {})
     return "\n".join(lines) + "\n"
 
@@ -111,6 +112,17 @@ def _method_line(name: str, metrics: dict) -> str:
         f"insertion {_percent(metrics.get('insertion_auc'))}%, "
         f"{_seconds(metrics.get('seconds_per_image'))} s per image over {metrics['n']} images"
     )
+
+
+def _rise_line(result: dict) -> list[str]:
+    """The RISE mask counts, when RISE was evaluated (its coherency pass may use fewer masks)."""
+    settings = result.get("settings") or {}
+    if "rise" not in result["methods"] or "rise_masks" not in settings:
+        return []
+    masks, coherency = settings["rise_masks"], settings.get("rise_coherency_masks", settings["rise_masks"])
+    if coherency == masks:
+        return ["", f"RISE: {masks} masks for the maps and for the coherency pass."]
+    return ["", f"RISE: {masks} masks for the maps, {coherency} for the coherency pass (Coh, ADCC)."]
 
 
 def _percent(value: float | None) -> str:

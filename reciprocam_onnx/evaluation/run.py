@@ -15,7 +15,7 @@ from ..errors import ImageError, InternalError, OptionError
 from ..io.progress import progress as progress_bar
 from ..options import Options
 from .data import Dataset, EvalItem
-from .methods import EvalModel, MapFn, MethodSettings, make_methods
+from .methods import EvalModel, MapFn, Method, MethodSettings, make_methods
 from .metrics import (
     adcc,
     deletion_auc,
@@ -81,7 +81,7 @@ class _Evaluation:
     """Metrics of every method over a stream of batches."""
 
     def __init__(
-        self, model: EvalModel, methods: dict[str, MapFn], batch_size: int, auc_steps: int | None, examples: int
+        self, model: EvalModel, methods: dict[str, Method], batch_size: int, auc_steps: int | None, examples: int
     ):
         self.model, self.methods = model, methods
         self.batch_size, self.auc_steps, self.want_examples = batch_size, auc_steps, examples
@@ -108,11 +108,14 @@ class _Evaluation:
         return np.array([p if item.label is None else item.label for item, p in zip(items, predicted)], np.int64)
 
     def _add_method(self, name: str, items: list[EvalItem], images: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        fn, tally = self.methods[name], self.tallies[name]
+        method, tally = self.methods[name], self.tallies[name]
+        fn = method.maps
         start = time.perf_counter()
         maps = np.asarray(fn(images, targets), np.float32)
         tally.seconds += time.perf_counter() - start
-        faithful = explanation_metrics(self.model.score_fn, images, maps, targets, self.batch_size, explain_fn=fn)
+        faithful = explanation_metrics(
+            self.model.score_fn, images, maps, targets, self.batch_size, explain_fn=method.coherency
+        )
         for key in ("average_drop", "increase", "coherency", "complexity"):
             tally.add(key, faithful[key], len(items))
         self._add_auc(tally, images, maps, targets)
@@ -195,21 +198,23 @@ def evaluate(
     auc_steps: int | None = None,
     examples: int = 6,
     options: Options | None = None,
+    rise_coherency_masks: int | None = None,
 ) -> dict:
     """Every metric of every method over ``dataset``; see the package docstring.
 
     ``model`` is an EvalModel or a model for one (with ``options``); ``methods`` default to all that
     apply (METHODS; a fused graph has only its own kernel). ``auc_steps``: deletion and
-    insertion steps (None: one grid cell per step). The result holds "model", "dataset", "n",
-    "skipped", "accuracy", "settings", "methods" (name -> metrics), "pointing_game_by_class"
-    (name -> class label -> {"pointing_game", "n"}, over the images with a box for their target)
-    and "examples" (pictures for :func:`write_report`, left out of report.json).
+    insertion steps (None: one grid cell per step). ``rise_coherency_masks``: RISE masks for the
+    coherency pass, which explains every explanation image again (None: ``rise_masks``). The
+    result holds "model", "dataset", "n", "skipped", "accuracy", "settings", "methods" (name ->
+    metrics), "pointing_game_by_class" (name -> class label -> {"pointing_game", "n"}, over the
+    images with a box for their target) and "examples" (pictures for :func:`write_report`, left out of report.json).
     """
-    _check_settings(rise_masks, batch_size, auc_steps, seed)
+    _check_settings(rise_masks, batch_size, auc_steps, seed, rise_coherency_masks)
     if not isinstance(dataset, Dataset):
         raise OptionError(f"dataset must be a Dataset (shapes_dataset, folder_dataset), not {type(dataset).__name__}")
     model = model if isinstance(model, EvalModel) else EvalModel(model, options)
-    settings = MethodSettings(rise_masks, seed, batch_size)
+    settings = MethodSettings(rise_masks, seed, batch_size, rise_coherency_masks)
     run = _Evaluation(model, make_methods(model, methods, settings), batch_size, auc_steps, examples)
     items = progress_bar(dataset, len(dataset), "evaluating") if progress else dataset
     for batch in _batches(items, batch_size):
@@ -224,6 +229,7 @@ def evaluate(
         "skipped": dataset.skipped,
         "settings": {
             "rise_masks": rise_masks,
+            "rise_coherency_masks": rise_masks if rise_coherency_masks is None else rise_coherency_masks,
             "seed": seed,
             "auc_steps": auc_steps,
             "batch_size": batch_size,
@@ -233,12 +239,15 @@ def evaluate(
     }
 
 
-def _check_settings(rise_masks: int, batch_size: int, auc_steps: int | None, seed: int) -> None:
-    counts = (rise_masks, batch_size, 1 if auc_steps is None else auc_steps)
+def _check_settings(
+    rise_masks: int, batch_size: int, auc_steps: int | None, seed: int, rise_coherency_masks: int | None
+) -> None:
+    coherency = rise_masks if rise_coherency_masks is None else rise_coherency_masks
+    counts = (rise_masks, coherency, batch_size, 1 if auc_steps is None else auc_steps)
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in counts):
         raise OptionError(
-            f"rise masks, batch size and AUC steps must be whole numbers of at least 1; got {rise_masks}, "
-            f"{batch_size}, {auc_steps}"
+            f"RISE masks (maps and coherency), batch size and AUC steps must be whole numbers of at least 1; got "
+            f"{rise_masks}, {coherency}, {batch_size}, {auc_steps}"
         )
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise OptionError(f"seed must be a whole number of at least 0, not {seed!r}")

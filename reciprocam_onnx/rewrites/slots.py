@@ -58,7 +58,7 @@ def slots(surgery: Surgery) -> None:
             raise NotApplicable(f"the query axis cannot be followed through {failed.op} node {failed.name!r}")
         queries = found
     reshapes = {**keys, **queries}
-    if any(_token_dim(graph, name, axis, tokens) is None for name, axis in reshapes.items()):
+    if any(token_dim(graph, name, axis, tokens) is None for name, axis in reshapes.items()):
         raise NotApplicable("a Reshape merges the token axis with another")
 
     b = OpBuilder(graph, "reciprocam/slots/", surgery.model_facts.dtype)
@@ -68,7 +68,19 @@ def slots(surgery: Surgery) -> None:
     batch = b.dim(token_slot, 0)
     for node in graph.nodes:
         if node.name in reshapes:
-            node.inputs[1] = _slot_shape(b, node, reshapes[node.name], tokens, count)
+            node.inputs[1] = slot_shape(b, node, reshapes[node.name], tokens, count)
+    count_keys(b, softmax, log_count, batch, count)
+    if not head_rows:
+        add.inputs[add.inputs.index(branch)] = _expand(b, branch, token_slot, batch, count, shapes[branch.name][2])
+    for name in masked:
+        tensors[name].shape = ["batch", "slots", _width(tensors[name])]
+    graph.inputs.extend([log_count, token_slot])
+    surgery.slots = True
+    log.info("target block attention runs on distinct rows (%d Reshapes take the slot count)", len(reshapes))
+
+
+def count_keys(b: OpBuilder, softmax: gs.Node, log_count: gs.Tensor, batch: gs.Tensor, count: gs.Tensor) -> None:
+    """Add each key slot's log count to the Softmax's scores [..., U]: the slot weighs as its tokens."""
     scores = softmax.inputs[0]
     kind = scores.dtype if scores.dtype is not None else b.floats  # a float16 model may keep Softmax in float32
     grouped = b.op(
@@ -78,13 +90,6 @@ def slots(surgery: Surgery) -> None:
     )
     counted = b.op("Add", [grouped, b.cast(b.reshape(log_count, [0, 1, -1]), kind)], dtype=kind)
     softmax.inputs[0] = b.op("Reshape", [counted, b.op("Shape", [scores], dtype=np.int64)], dtype=kind)
-    if not head_rows:
-        add.inputs[add.inputs.index(branch)] = _expand(b, branch, token_slot, batch, count, shapes[branch.name][2])
-    for name in masked:
-        tensors[name].shape = ["batch", "slots", _width(tensors[name])]
-    graph.inputs.extend([log_count, token_slot])
-    surgery.slots = True
-    log.info("target block attention runs on distinct rows (%d Reshapes take the slot count)", len(reshapes))
 
 
 def _attention(tensors: dict, shapes: dict, masked: tuple[str, ...], attention_output: str):
@@ -117,7 +122,7 @@ def _width(tensor: gs.Variable) -> int:
     return int(tensor.shape[-1])
 
 
-def _token_dim(graph: gs.Graph, name: str, axis: int, tokens: int) -> int | None:
+def token_dim(graph: gs.Graph, name: str, axis: int, tokens: int) -> int | None:
     """The Reshape's target size on the token axis (-1 when merged with the batch), or None."""
     node = next(n for n in graph.nodes if n.name == name)
     shape = constant_value(node.inputs[1])
@@ -127,7 +132,7 @@ def _token_dim(graph: gs.Graph, name: str, axis: int, tokens: int) -> int | None
     return size if size == -1 or size % tokens == 0 else None
 
 
-def _slot_shape(b: OpBuilder, node: gs.Node, axis: int, tokens: int, slots: gs.Variable) -> gs.Tensor:
+def slot_shape(b: OpBuilder, node: gs.Node, axis: int, tokens: int, slots: gs.Variable) -> gs.Tensor:
     """The Reshape's shape with ``slots`` (times the same factor) in place of ``tokens`` rows."""
     shape = np.asarray(constant_value(node.inputs[1]), np.int64)
     if shape[axis] == -1:
