@@ -239,9 +239,10 @@ class Explainer:
         split_info = self._split_info
         suffix, before, self._slot_residual = suffix_for_residual(self._split_suffix, split_info, self.options.residual)
         graph = engine_suffix(suffix, self.options.residual, self._slot_residual)
+        passes = PRECISION_PASSES[self.options.precision]
         after: tuple[Rewrite, ...] = ()
-        if PRECISION_PASSES[self.options.precision]:
-            surgery, after = run_passes(Surgery(gs.import_onnx(graph), graph), PRECISION_PASSES[self.options.precision])
+        if passes:
+            surgery, after = run_passes(Surgery(gs.import_onnx(graph), graph), passes)
             graph = surgery.export_suffix()
         self.info = replace(split_info, rewrites=split_info.rewrites + before + after)
         path = folder / "suffix.onnx"

@@ -172,7 +172,9 @@ class _Copies:
 
     def logits(self, b: OpBuilder, tables: dict[str, gs.Tensor]) -> gs.Variable:
         """Suffix logits [B * n, C] for the n copies described by ``tables`` of every image."""
-        built = copy_inputs(b, self.tapped, self.widths, CopyTables(**tables), self.residual, False, self.slot_residual)
+        built = copy_inputs(
+            b, self.tapped, self.widths, CopyTables(**tables), self.residual, slot_residual=self.slot_residual
+        )
         return _inline(b, self.suffix, built)
 
 

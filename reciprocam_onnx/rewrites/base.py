@@ -18,7 +18,7 @@ import onnx_graphsurgeon as gs
 
 from ..analysis.blocks import Block
 from ..analysis.facts import ModelFacts
-from ..contract import NORMED, Rewrite
+from ..contract import NORMED, SLOT_LOG_COUNT, TOKEN_SLOT, Rewrite
 from ..errors import GraphStructureError, InternalError
 from ..graph.export import export_like
 from ..graph.probe import tensor_shapes
@@ -66,10 +66,12 @@ class Surgery:
         return self.facts
 
     def shapes(self) -> Shapes:
-        """Every suffix tensor's shape for one copy of one image (run once in ONNX Runtime, then kept)."""
+        """Every suffix tensor's shape for one copy of one image, given as one slot per token where the
+        suffix takes slots (run once in ONNX Runtime, then kept)."""
         if self._shapes is None:
-            tokens = self.model_facts.tokens
-            feeds = {t.name: np.zeros((1, tokens, int(t.shape[-1])), t.dtype) for t in self.suffix.inputs}
+            inputs = {t.name: t for t in self.suffix.inputs}
+            tokens = int(inputs[TOKEN_SLOT].shape[1]) if TOKEN_SLOT in inputs else self.model_facts.tokens
+            feeds = {name: _probe_feed(tensor, tokens) for name, tensor in inputs.items()}
             names = [name for name in self.suffix.tensors() if name]
             self._shapes = tensor_shapes(self.export_suffix(), feeds, names)
         return self._shapes
@@ -87,6 +89,15 @@ class Surgery:
         return replace(
             self, suffix=self.suffix.copy(), prefix=prefix, masked=list(self.masked), head_rows=list(self.head_rows)
         )
+
+
+def _probe_feed(tensor: gs.Variable, tokens: int) -> np.ndarray:
+    """A suffix input for one copy of one image: zero rows, or the slot tables of one slot per token."""
+    if tensor.name == SLOT_LOG_COUNT:
+        return np.zeros((1, tokens), np.float32)
+    if tensor.name == TOKEN_SLOT:
+        return np.arange(tokens, dtype=np.int64)[None]
+    return np.zeros((1, tokens, int(tensor.shape[-1])), tensor.dtype)
 
 
 @dataclass(frozen=True)

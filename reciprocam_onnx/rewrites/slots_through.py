@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..contract import RESIDUAL, SLOT_LOG_COUNT, TOKEN_SLOT
@@ -30,7 +29,6 @@ from ..errors import InternalError
 from ..graph.axes import follow_axis
 from ..graph.builder import OpBuilder
 from ..graph.gsutil import constant_value, consumers, descendants, producer
-from ..graph.probe import tensor_shapes
 from .base import NotApplicable, NothingToDo, Surgery
 from .slots import count_keys, slot_shape, token_dim
 
@@ -50,7 +48,7 @@ def slots_through(surgery: Surgery, prefix_tokens: int) -> None:
     if expansion is None:
         raise NothingToDo("the target block's attention output is not expanded: nothing runs on rows after it")
     add, gather, branch = expansion
-    shapes = _shapes_with_every_token(surgery, tokens)
+    shapes = surgery.shapes()
     head_rows = _head_row_gathers(graph, shapes, tokens, prefix_tokens)
     if not head_rows:
         raise NotApplicable("the head reads every token row (mean pooling?)")
@@ -96,20 +94,6 @@ def _expansion(token_slot: gs.Tensor) -> tuple[gs.Node, gs.Node, gs.Tensor] | No
             if flat is not None and flat.op == "Reshape" and len(adds) == 1:
                 return adds[0], gather, flat.inputs[0]
     return None
-
-
-def _shapes_with_every_token(surgery: Surgery, tokens: int) -> dict[str, tuple[int, ...]]:
-    """Every suffix tensor's shape for one copy given as T slots (one per token, every count 1)."""
-    feeds: dict[str, np.ndarray] = {}
-    for tensor in surgery.suffix.inputs:
-        if tensor.name == SLOT_LOG_COUNT:
-            feeds[tensor.name] = np.zeros((1, tokens), np.float32)
-        elif tensor.name == TOKEN_SLOT:
-            feeds[tensor.name] = np.arange(tokens, dtype=np.int64)[None]
-        else:
-            feeds[tensor.name] = np.zeros((1, tokens, int(tensor.shape[-1])), tensor.dtype)
-    names = [name for name in surgery.suffix.tensors() if name]
-    return tensor_shapes(surgery.export_suffix(), feeds, names)
 
 
 def _head_row_gathers(graph: gs.Graph, shapes: dict, tokens: int, prefix_tokens: int) -> set[str]:
