@@ -81,15 +81,17 @@ def test_maps_match_torch_reference(family, opset, dynamic, exported, tmp_path):
 
 
 def assert_same_as_unoptimised(path, block: int, folder, fam) -> None:
-    """The rewritten suffix scores every copy as the plain cut does, with either residual (a masked one
-    runs every block after the cut on slots where the head reads prefix rows: rewrites/slots_through.py)."""
+    """The rewritten suffix scores every copy as the plain cut does. At block -2 the residual is masked, so
+    every block after the cut runs on slots where the head reads prefix rows (rewrites/slots_through.py);
+    at block -1 (nothing runs after the target block's attention) the default residual is compared."""
     images = random_images(2, fam.input_size, seed=7)
-    optimised, plain = Explainer(folder), Explainer(path, block=block, optimize=False)
-    for residual in RESIDUAL:
-        fast_ex, slow_ex = optimised.with_options(residual=residual), plain.with_options(residual=residual)
-        for fast, slow in zip(fast_ex.cell_scores(images), slow_ex.cell_scores(images)):
-            np.testing.assert_allclose(fast, slow, atol=SCORE_TOLERANCE * max(1.0, float(np.abs(slow).max())))
-    through = {r.name: r for r in optimised.with_options(residual="masked").info.rewrites}.get("slots-through")
+    residual = "masked" if block == -2 else "unmasked"
+    fast_ex = Explainer(folder, residual=residual)
+    slow_ex = Explainer(path, block=block, optimize=False, residual=residual)
+    for fast, slow in zip(fast_ex.cell_scores(images), slow_ex.cell_scores(images)):
+        np.testing.assert_allclose(fast, slow, atol=SCORE_TOLERANCE * max(1.0, float(np.abs(slow).max())))
+    masked = fast_ex if residual == "masked" else fast_ex.with_options(residual="masked")
+    through = {r.name: r for r in masked.info.rewrites}.get("slots-through")
     if fam.name == "timm-no-cls-avgpool":  # mean pooling reads every row
         assert through is not None and not through.applied, through
     elif block == -2:  # at block -1 nothing runs after the target block's attention
