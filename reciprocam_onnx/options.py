@@ -34,8 +34,8 @@ UNRESOLVED = ("recompute", "warn")
 PRESETS: dict[str, tuple[dict[str, Any], ...]] = {
     "paper": ({},),
     "reciprocam+": (  # chosen on two models' tuning streams (benchmarks/preset_study.py, docs/evaluation.md)
-        {"block": -3, "residual": "masked", "kernel": "1x1", "score": "logits"},
-        {"block": -1, "window": "removed"},
+        {"block": -2, "residual": "masked", "kernel": "1x1", "score": "logits"},
+        {"block": -1, "window": "removed", "score": "logits"},
         {"block": -2, "residual": "masked", "window": "removed", "score": "logits"},
     ),
 }
