@@ -12,8 +12,8 @@ game (PG), energy pointing game (EPG) and the discriminative pointing game of
 each class (DPG-A, DPG-B), on every model given, pooled over the streams.
 A row's worst is the lowest of its PG, DPG-A and DPG-B on one model; rows are
 ranked by the mean of their worsts over the models, then by the lowest of
-them. The streams must be ones that no reported figure uses: the preset is then reported on
-held-out images with `reciprocam eval` (docs/evaluation.md).
+them. The streams must be ones that no reported figure uses: the preset is
+then reported on held-out images with `reciprocam eval` (docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -100,8 +100,15 @@ def main() -> None:
     rows = []
     for k, combo in enumerate(combos):
         worsts = [min(found[k]["PG"], found[k]["DPG-A"], found[k]["DPG-B"]) for found in per_model]
-        rows.append({"taps": combo, "mean_worst": float(np.mean(worsts)), "models": [found[k] for found in per_model]})
-    rows.sort(key=lambda row: (-row["mean_worst"], -min(min(m["PG"], m["DPG-A"], m["DPG-B"]) for m in row["models"])))
+        rows.append(
+            {
+                "taps": combo,
+                "mean_worst": float(np.mean(worsts)),
+                "lowest_worst": min(worsts),
+                "models": [found[k] for found in per_model],
+            }
+        )
+    rows.sort(key=lambda row: (-row["mean_worst"], -row["lowest_worst"]))
     keys = ("PG", "EPG", "DPG-A", "DPG-B")
     print("models: " + ", ".join(f"{k + 1} = {model}" for k, model in enumerate(models)) + f"; streams {seeds}")
     print(
