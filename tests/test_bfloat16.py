@@ -58,6 +58,44 @@ def test_bfloat16_maps_follow_float32_on_a_sensitised_model(exported):
         assert not np.array_equal(a.maps, b.maps)  # it did compute in bfloat16
 
 
+class Rounding:
+    """A stand-in for OpenVINO's runner: the float32 suffix, its logits rounded to ``step``; counts the copies."""
+
+    def __init__(self, session, output: str, step: float):
+        self.session, self.output, self.step, self.copies = session, output, step, 0
+
+    def run(self, feeds: dict, out: np.ndarray) -> None:
+        out[...] = np.round(self.session.run([self.output], feeds)[0] / self.step) * self.step
+        self.copies += len(out)
+
+
+@pytest.mark.parametrize("step", [1e-6, 1e3], ids=["resolved", "erased"])
+def test_every_cell_runs_once_and_the_checked_cells_are_kept(exported, step):
+    """The check's cells are not run again: in reduced precision when the check passes (a fine rounding
+    step), in float32 when it fails (a step that erases the map); either way the map is what the
+    precision that ran gives, cell for cell."""
+    path, _, fam = exported("timm-deit-tiny")
+    exact = Explainer(path, providers=["CPUExecutionProvider"])
+    reduced = exact.with_options(precision="bfloat16", unresolved="recompute")
+    reduced._reduced = Rounding(reduced._suffix, reduced.info.output_name, step)
+    float32_copies = []
+    run_suffix = reduced._run_suffix
+    reduced._run_suffix = lambda tapped, image, slots, out: (
+        float32_copies.append(len(out)),
+        run_suffix(tapped, image, slots, out),
+    )
+    image = random_images(1, fam.input_size, seed=6)
+    cells = exact.info.grid[0] * exact.info.grid[1]
+    _, scores = reduced.cell_scores(image)
+    checked = len(checked_cells(cells))
+    if step < 1:
+        assert reduced._reduced.copies == cells and sum(float32_copies) == 1 + checked
+        np.testing.assert_allclose(scores, exact.cell_scores(image)[1], atol=1e-5)
+    else:
+        assert reduced._reduced.copies == checked and sum(float32_copies) == 1 + cells
+        np.testing.assert_array_equal(scores, exact.cell_scores(image)[1])
+
+
 @pytest.mark.parametrize("unresolved", ["recompute", "warn"])
 def test_maps_rounding_erased_are_recomputed_or_reported(unresolved, caplog):
     """The demo model is confident: at block -2 its cells' softmax scores differ by ~1e-5, below

@@ -180,17 +180,21 @@ class Explainer:
         scores = to_scores(logits, self.options.score)
         return scores[:, 0], scores[:, 1:]
 
-    def _run_cells(self, run, tapped: dict, image: int, out: np.ndarray) -> None:
-        """Every masked copy of one image through ``run`` (a suffix runner), max_batch at a time, into out[1:]."""
-        cells = len(self._cells)
-        for start in range(0, cells, self.max_batch):
-            end = min(start + self.max_batch, cells)
-            run(tapped, image, self._cells[start:end], out=out[1 + start : 1 + end])
+    def _run_cells(self, run, tapped: dict, image: int, out: np.ndarray, skip: Sequence[int] = ()) -> None:
+        """The masked copies of one image but the cells in ``skip`` through ``run`` (a suffix runner),
+        max_batch at a time, into out[1:]."""
+        rest = np.setdiff1d(np.arange(len(self._cells)), skip)
+        scores = np.empty((len(rest), out.shape[1]), out.dtype)
+        for start in range(0, len(rest), self.max_batch):
+            part = rest[start : start + self.max_batch]
+            run(tapped, image, self._cells[part.tolist()], out=scores[start : start + len(part)])
+        out[1 + rest] = scores
 
     def _reduced_cells(self, tapped: dict, arrays: dict, image: int, out: np.ndarray, target: int) -> bool:
         """One image's copies in reduced precision, into out[1:], after a check of a few cells in both
-        precisions (fidelity.py). False when rounding would erase the map of ``target``: the copies then run
-        in float32 instead, unless options.unresolved says warn. ``arrays``: ``tapped`` as numpy arrays."""
+        precisions (fidelity.py), whose cells are not run again. False when rounding would erase the map of
+        ``target``: the copies then run in float32 instead, unless options.unresolved says warn. ``arrays``:
+        ``tapped`` as numpy arrays."""
         checked = checked_cells(len(self._cells))
         exact, reduced = (np.empty((len(checked), self.info.classes), np.float32) for _ in range(2))
         self._run_suffix(tapped, image, self._cells[checked], exact)
@@ -198,9 +202,11 @@ class Explainer:
         score = self.options.score
         resolved = estimated_pearson(to_scores(reduced, score)[:, target], to_scores(exact, score)[:, target])
         if resolved < MIN_PEARSON and self.options.unresolved == UNRESOLVED[0]:
-            self._run_cells(self._run_suffix, tapped, image, out)
+            out[1 + np.array(checked)] = exact
+            self._run_cells(self._run_suffix, tapped, image, out, skip=checked)
         else:
-            self._run_cells(self._run_reduced, arrays, image, out)
+            out[1 + np.array(checked)] = reduced
+            self._run_cells(self._run_reduced, arrays, image, out, skip=checked)
         return resolved >= MIN_PEARSON
 
     def _report_erased(self, erased: list[int], images: int) -> None:
