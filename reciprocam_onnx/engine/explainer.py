@@ -201,11 +201,11 @@ class Explainer:
         self._run_reduced(arrays, image, self._cells[checked], reduced)
         score = self.options.score
         resolved = estimated_pearson(to_scores(reduced, score)[:, target], to_scores(exact, score)[:, target])
-        if resolved < MIN_PEARSON and self.options.unresolved == UNRESOLVED[0]:
-            out[1 + np.array(checked)] = exact
+        recompute = resolved < MIN_PEARSON and self.options.unresolved == UNRESOLVED[0]
+        out[1 + np.array(checked)] = exact if recompute else reduced
+        if recompute:
             self._run_cells(self._run_suffix, tapped, image, out, skip=checked)
         else:
-            out[1 + np.array(checked)] = reduced
             self._run_cells(self._run_reduced, arrays, image, out, skip=checked)
         return resolved >= MIN_PEARSON
 
