@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 
@@ -9,6 +10,16 @@ import numpy as np
 import pytest
 
 logging.getLogger("reciprocam_onnx").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def frozen_garbage_collector():
+    """Before each module, what earlier tests left alive (imported torch, timm and transformers, cached
+    models) leaves the garbage collector's sight: the engine's gc.collect (graph/runtime.release_memory)
+    then scans only what this module makes."""
+    gc.collect()
+    gc.freeze()
+    yield
 
 
 @pytest.fixture(scope="session")

@@ -68,9 +68,12 @@ def test_huggingface_dynamo_export(attention, dynamic, tmp_path):
     assert all(r.applied for r in ex.info.rewrites), ex.info.rewrites_line()
 
 
-def plain_cut_logits(path, images: np.ndarray, block: int = -2) -> np.ndarray:
+def plain_cut_logits(path, images: np.ndarray, block: int = -2, open_batch: bool = False) -> np.ndarray:
     """Logits [B, 1 + cells, C] of each image and each of its 3x3 masked copies, one copy per run through
-    the model's own graph cut at the block (no rewrites), masks from tests/torch_reference.py."""
+    the model's own graph cut at the block (no rewrites), masks from tests/torch_reference.py. The cut's batch
+    axis is 1; ``open_batch`` opens it, as the model's own is: ONNX Runtime fuses a MatMul and its bias Add
+    into one Gemm only where shapes are fixed, and in float16 that Gemm rounds once where the model rounds
+    twice."""
     import onnx
     import onnx_graphsurgeon as gs
     import onnxruntime as ort
@@ -87,9 +90,15 @@ def plain_cut_logits(path, images: np.ndarray, block: int = -2) -> np.ndarray:
     if unfuse_normalisations(graph):
         model = export_like(graph, model)
     facts = analyse(model, graph)
+    parts = [export_like(g, model) for g in prefix_and_suffix(graph, facts, block % len(facts.blocks))]
+    if open_batch and facts.input.static_batch is None:
+        for part in parts:
+            del part.graph.value_info[:]
+            for value in (*part.graph.input, *part.graph.output):
+                if value.type.tensor_type.shape.dim:
+                    value.type.tensor_type.shape.dim[0].dim_param = "batch"
     prefix, suffix = (
-        ort.InferenceSession(export_like(g, model).SerializeToString(), providers=["CPUExecutionProvider"])
-        for g in prefix_and_suffix(graph, facts, block % len(facts.blocks))
+        ort.InferenceSession(part.SerializeToString(), providers=["CPUExecutionProvider"]) for part in parts
     )
     weights = reference_weights(facts.grid, facts.prefix_tokens, "3x3", True)
     out = []
@@ -113,9 +122,9 @@ def deit_float32(exported):
 def test_float16_graph(keep_io_types, kept_in_float32, deit_float32, tmp_path):
     """onnxruntime.transformers.float16 conversions: the cut keeps float16, float32 images are cast to the
     model's input type, scores come back float32. Masked copies score as they do one at a time through the
-    float16 model's own plain cut, within float16 noise (the model's own logits move by 5e-3 of their scale
-    between ONNX Runtime's optimisation levels), and the maps follow the float32 model's. LayerNorms and
-    Softmax kept in float32 (wrapped in Casts by the converter) are found and cut as the model's own."""
+    float16 model's own plain cut, within 2e-3 of the logit scale, and the maps follow the float32 model's.
+    LayerNorms and Softmax kept in float32 (wrapped in Casts by the converter) are found and cut as the
+    model's own."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -128,10 +137,10 @@ def test_float16_graph(keep_io_types, kept_in_float32, deit_float32, tmp_path):
     assert ex.info.dtype == "float16" and ex.info.input_dtype == ("float32" if keep_io_types else "float16")
     unmasked, cells = ex.cell_scores(images)
     assert unmasked.dtype == cells.dtype == np.float32
-    expected = plain_cut_logits(path, images)
+    expected = plain_cut_logits(path, images, open_batch=True)
     scale = float(np.abs(expected).max())
-    np.testing.assert_allclose(unmasked, expected[:, 0], atol=1e-2 * scale, rtol=0)
-    np.testing.assert_allclose(cells, expected[:, 1:], atol=1e-2 * scale, rtol=0)
+    np.testing.assert_allclose(unmasked, expected[:, 0], atol=2e-3 * scale, rtol=0)
+    np.testing.assert_allclose(cells, expected[:, 1:], atol=2e-3 * scale, rtol=0)
     full = Explainer(path32).explain(images)
     half = ex.with_options(score="softmax").explain(images.astype(np.float16))
     np.testing.assert_array_equal(half.targets, full.targets)
@@ -272,8 +281,11 @@ def test_onnxruntime_optimizer_output(half, tmp_path):
         return
     images = random_images(2, fam.input_size, seed=3)
     _, cells = Explainer(path, score="logits").cell_scores(images)
-    expected = plain_cut_logits(path, images)
-    np.testing.assert_allclose(cells, expected[:, 1:], atol=1e-2 * float(np.abs(expected).max()), rtol=0)
+    expected = plain_cut_logits(path, images, open_batch=True)
+    # ONNX Runtime's CPU computes float16 ops in float32 and rounds to float16 where a tensor is kept: the
+    # plain cut keeps the tensors its Shape reads, which the split resolves to constants (2.2e-3; both lie
+    # 1.1e-2 from the float32 model's scores, docs/design.md)
+    np.testing.assert_allclose(cells, expected[:, 1:], atol=3e-3 * float(np.abs(expected).max()), rtol=0)
 
 
 # optimum-onnx pins transformers 4.x: it runs from its own folder, ahead of this environment's transformers 5.
