@@ -41,6 +41,8 @@ def test_the_pearson_estimate_ignores_affine_changes_and_sees_noise():
         assert estimated_pearson((exact + 0.4 * noise)[cells], exact[cells]) < MIN_PEARSON
     assert estimated_pearson(np.zeros(16), exact[cells]) == 0.0  # a flat map shows nothing
     assert checked_cells(9) == list(range(9))
+    bigger = checked_cells(576)  # a 24x24 grid (384 px) checks 8% of its cells, evenly spread
+    assert len(bigger) == 48 and bigger[0] == 0 and bigger[-1] == 575 and len(set(np.diff(bigger))) <= 2
 
 
 def test_bfloat16_maps_follow_float32_on_a_sensitised_model(exported):
