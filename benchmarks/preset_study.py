@@ -46,6 +46,7 @@ CANDIDATES = {  # name: block, then what differs from the paper (3x3 window kept
     "b-1 removed logits": dict(block=-1, window="removed", score="logits"),
     "b-2 removed logits": dict(block=-2, window="removed", score="logits"),
     "b-2 masked removed logits": dict(block=-2, residual="masked", window="removed", score="logits"),
+    "b-3 masked removed logits": dict(block=-3, residual="masked", window="removed", score="logits"),
 }
 
 
