@@ -10,8 +10,9 @@ import pytest
 
 from reciprocam_onnx import evaluation as ev
 from reciprocam_onnx.cli import main
-from reciprocam_onnx.errors import OptionError
+from reciprocam_onnx.errors import ImageError, OptionError
 from reciprocam_onnx.evaluation import methods
+from reciprocam_onnx.evaluation.data import Dataset
 from reciprocam_onnx.evaluation.shapes import generate, save_samples
 
 FAST = {"rise_masks": 24, "auc_steps": 3, "progress": False}
@@ -200,3 +201,52 @@ def test_cli_rejects_an_unknown_method(vit, tmp_path, capsys):
     code = main(["eval", str(vit), "--n", "1", "--methods", "gradcam", "-o", str(tmp_path), "--cpu"])
     assert code == 1
     assert "unknown methods (gradcam)" in capsys.readouterr().err
+
+
+def flaky_shapes(n: int, loaded: list[int], stop_at: int | None) -> Dataset:
+    """``n`` shapes images whose entry 1 is unreadable; reading entry ``stop_at`` interrupts the run."""
+    shapes = list(ev.shapes_dataset(n, seed=4, size=(224, 224)))
+
+    def load(index: int):
+        if index == stop_at:
+            raise KeyboardInterrupt
+        loaded.append(index)
+        if index == 1:
+            raise ImageError("entry 1: unreadable")
+        return shapes[index]
+
+    return Dataset("flaky shapes", range(n), load)
+
+
+def without_times(result: dict) -> dict:
+    methods = {name: {k: v for k, v in m.items() if k != "seconds_per_image"} for name, m in result["methods"].items()}
+    return {**result, "methods": methods, "examples": None}
+
+
+def test_an_interrupted_evaluation_resumes_to_the_uninterrupted_result(model, tmp_path):
+    names = ["reciprocam-3x3", "random", "centre"]
+    whole = ev.evaluate(model, flaky_shapes(5, [], None), names, batch_size=2, **FAST)
+    checkpoint = tmp_path / ev.CHECKPOINT
+    loaded: list[int] = []
+    with pytest.raises(KeyboardInterrupt):  # after the first batch (entries 0-2, 1 unreadable) was saved
+        ev.evaluate(model, flaky_shapes(5, loaded, 3), names, batch_size=2, checkpoint=checkpoint, **FAST)
+    assert checkpoint.exists() and loaded == [0, 1, 2]
+    loaded.clear()
+    resumed = ev.evaluate(model, flaky_shapes(5, loaded, None), names, batch_size=2, checkpoint=checkpoint, **FAST)
+    assert loaded == [3, 4]  # the saved entries are not read again
+    assert (resumed["n"], resumed["skipped"]) == (4, 1)
+    assert without_times(resumed) == without_times(whole)
+    assert [e["name"] for e in resumed["examples"]] == [e["name"] for e in whole["examples"]]
+    for mine, theirs in zip(resumed["examples"], whole["examples"]):
+        assert np.array_equal(mine["image"], theirs["image"]) and mine["boxes"] == theirs["boxes"]
+        assert all(np.array_equal(mine["maps"][name], theirs["maps"][name]) for name in names)
+
+
+def test_a_checkpoint_of_another_run_is_refused(model, tmp_path):
+    checkpoint = tmp_path / ev.CHECKPOINT
+    ev.evaluate(model, ev.shapes_dataset(1, seed=4, size=(224, 224)), ["centre"], checkpoint=checkpoint, **FAST)
+    with pytest.raises(OptionError, match=r"another run \(methods differ\); delete it"):
+        ev.evaluate(model, ev.shapes_dataset(1, seed=4, size=(224, 224)), ["random"], checkpoint=checkpoint, **FAST)
+    checkpoint.write_bytes(b"not a checkpoint")
+    with pytest.raises(OptionError, match="cannot resume from"):
+        ev.evaluate(model, ev.shapes_dataset(1, seed=4, size=(224, 224)), ["centre"], checkpoint=checkpoint, **FAST)

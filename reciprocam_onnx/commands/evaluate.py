@@ -19,7 +19,9 @@ DEFAULT_SHAPES = 500
 class Evaluate:
     """Evaluate saliency methods (pointing game, AD/Inc/Coh/Com/ADCC, deletion/insertion AUC) on
     the synthetic shapes dataset or a folder of images with a labels.csv; writes report.json,
-    report.md and examples.png and prints the table."""
+    report.md and examples.png and prints the table. Progress is saved after every batch
+    (OUTPUT/checkpoint.npz): the same command run again after an interruption continues where it
+    stopped."""
 
     name = "eval"
 
@@ -80,10 +82,10 @@ class Evaluate:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from ..evaluation import EvalModel, evaluate, report_markdown, write_report
+        from ..evaluation import CHECKPOINT, EvalModel, evaluate, report_markdown, write_report
         from ..io.files import output_folder
 
-        output_folder(args.output)  # before any work: the report must have somewhere to go
+        checkpoint = output_folder(args.output) / CHECKPOINT  # before any work: the report must have somewhere to go
         model = EvalModel(args.model or default_model(), Options(**given_options(args)), providers(args))
         methods = [name.strip() for name in args.methods.split(",") if name.strip()] if args.methods else None
         result = evaluate(
@@ -95,8 +97,10 @@ class Evaluate:
             batch_size=args.batch_size,
             seed=args.seed,
             auc_steps=args.auc_steps,
+            checkpoint=checkpoint,
         )
         paths = write_report(result, args.output)
+        checkpoint.unlink(missing_ok=True)
         print(report_markdown(result))
         print("wrote " + ", ".join(str(path) for path in paths))
         return 0

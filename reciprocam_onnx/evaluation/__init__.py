@@ -10,15 +10,18 @@ else the model's predictions. All metrics are fractions; the Markdown report
 shows them as percentages.
 
 Modules: ``data`` (datasets), ``methods`` (the model and the saliency methods),
-``run`` (the evaluation loop), ``report`` (report files).
+``run`` (the evaluation loop), ``checkpoint`` (its progress, for resuming), ``report``
+(report files).
 """
 
+from .checkpoint import CHECKPOINT
 from .data import fit_box, folder_dataset, shapes_dataset
 from .methods import METHODS, EvalModel
 from .report import json_safe, report_markdown, write_report
 from .run import METRICS, evaluate
 
 __all__ = [
+    "CHECKPOINT",
     "METHODS",
     "METRICS",
     "EvalModel",

@@ -135,7 +135,7 @@ def _area_reduce(maps: np.ndarray, grid_hw: tuple[int, int]) -> np.ndarray:
     return np.stack([cv2.resize(m, (grid_w, grid_h), interpolation=cv2.INTER_AREA) for m in maps])
 
 
-def random_maps(n: int, grid_hw: tuple[int, int], seed: int) -> np.ndarray:
+def random_maps(n: int, grid_hw: tuple[int, int], seed: int | list[int]) -> np.ndarray:
     """``[n, h, w]`` uniform random maps from ``seed``, min-max normalised."""
     rng = np.random.default_rng(seed)
     return minmax_normalise(rng.random((n, *grid_hw), dtype=np.float32))

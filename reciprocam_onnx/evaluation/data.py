@@ -52,14 +52,20 @@ class Dataset(Generic[Entry]):
         self.name = name
         self._entries = list(entries)
         self._load = load
-        self.skipped = 0
+        self.skipped = self.consumed = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __iter__(self) -> Iterator[EvalItem]:
-        self.skipped = 0
-        for entry in self._entries:
+        return self.items()
+
+    def items(self, start: int = 0, skipped: int = 0) -> Iterator[EvalItem]:
+        """The items from entry ``start`` on (``skipped`` of those before it were unreadable); ``consumed``
+        counts the entries read so far."""
+        self.skipped, self.consumed = skipped, start
+        for entry in self._entries[start:]:
+            self.consumed += 1
             try:
                 yield self._load(entry)
             except ImageError as exc:

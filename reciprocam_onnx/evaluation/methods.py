@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -103,6 +104,11 @@ class EvalModel:
         return self.source.graph.name if isinstance(self.source, onnx.ModelProto) else str(self.source)
 
     @property
+    def options(self) -> Options:
+        """The options given: the cut and the copies; each method sets its own kernel and read-out."""
+        return self._options
+
+    @property
     def info(self) -> SplitInfo:
         return next(iter(self._explainers.values())).info
 
@@ -180,8 +186,14 @@ def _rollout(model: EvalModel, settings: MethodSettings) -> MapFn:
 
 
 def _random(model: EvalModel, settings: MethodSettings) -> MapFn:
-    rng = np.random.default_rng(settings.seed)  # fresh maps per call: random maps are not coherent
-    return lambda images, targets: random_maps(len(images), model.info.grid, int(rng.integers(2**32)))
+    def maps(images: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        # drawn from the seed and the call's inputs: other images or targets (coherency, the other class of a
+        # pair) get other maps, and a resumed run the maps of an uninterrupted one
+        digest = hashlib.blake2b(np.ascontiguousarray(images).tobytes(), digest_size=8)
+        digest.update(np.ascontiguousarray(targets, np.int64).tobytes())
+        return random_maps(len(images), model.info.grid, [settings.seed, int.from_bytes(digest.digest(), "little")])
+
+    return maps
 
 
 def _centre(model: EvalModel, settings: MethodSettings) -> MapFn:

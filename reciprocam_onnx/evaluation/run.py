@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -13,9 +14,10 @@ import onnx
 
 from ..errors import ImageError, InternalError, OptionError
 from ..io.progress import progress as progress_bar
-from ..options import Options
+from ..options import PRESETS, Options
+from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Dataset, EvalItem
-from .methods import EvalModel, MapFn, Method, MethodSettings, make_methods
+from .methods import PLUS, EvalModel, MapFn, Method, MethodSettings, make_methods
 from .metrics import (
     adcc,
     deletion_auc,
@@ -25,6 +27,7 @@ from .metrics import (
     insertion_auc,
     pointing_game,
 )
+from .report import json_safe
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,15 @@ class _Tally:
             for target, hits in sorted(self.class_hits.items())
         }
 
+    def state(self) -> dict:
+        """The tally as JSON-able values (checkpoint)."""
+        return {"seconds": self.seconds, "sums": self.sums, "counts": self.counts, "class_hits": self.class_hits}
+
+    @classmethod
+    def from_state(cls, state: dict) -> _Tally:
+        hits = {int(target): list(values) for target, values in state["class_hits"].items()}
+        return cls(state["seconds"], dict(state["sums"]), dict(state["counts"]), hits)
+
     def mean(self, key: str) -> float | None:
         return self.sums[key] / self.counts[key] if self.counts.get(key) else None
 
@@ -99,6 +111,17 @@ class _Evaluation:
         self.correct += int((predicted == targets)[known].sum())
         maps = {name: self._add_method(name, items, images, targets) for name in self.methods}
         self._keep_examples(items, targets, maps)
+
+    def state(self) -> dict:
+        """Counts and tallies so far, JSON-able (the examples are saved beside them)."""
+        tallies = {name: tally.state() for name, tally in self.tallies.items()}
+        return {"n": self.n, "labelled": self.labelled, "correct": self.correct, "tallies": tallies}
+
+    def restore(self, state: dict, examples: list[dict]) -> None:
+        """Continue from a saved :meth:`state` and its examples."""
+        self.n, self.labelled, self.correct = state["n"], state["labelled"], state["correct"]
+        self.tallies = {name: _Tally.from_state(tally) for name, tally in state["tallies"].items()}
+        self.examples = examples
 
     def _targets(self, items: list[EvalItem], predicted: np.ndarray) -> np.ndarray:
         classes = self.model.info.classes
@@ -199,6 +222,7 @@ def evaluate(
     examples: int = 6,
     options: Options | None = None,
     rise_coherency_masks: int | None = None,
+    checkpoint: str | os.PathLike | None = None,
 ) -> dict:
     """Every metric of every method over ``dataset``; see the package docstring.
 
@@ -209,6 +233,11 @@ def evaluate(
     result holds "model", "dataset", "n", "skipped", "accuracy", "settings", "methods" (name ->
     metrics), "pointing_game_by_class" (name -> class label -> {"pointing_game", "n"}, over the
     images with a box for their target) and "examples" (pictures for :func:`write_report`, left out of report.json).
+
+    ``checkpoint``: a file where the progress is saved after every batch; a run given the file of an
+    interrupted run with the same model, dataset, methods and settings continues from it (the result
+    is the one an uninterrupted run gives, but for the time per image). The caller removes the file
+    once the result is safe.
     """
     _check_settings(rise_masks, batch_size, auc_steps, seed, rise_coherency_masks)
     if not isinstance(dataset, Dataset):
@@ -216,9 +245,22 @@ def evaluate(
     model = model if isinstance(model, EvalModel) else EvalModel(model, options)
     settings = MethodSettings(rise_masks, seed, batch_size, rise_coherency_masks)
     run = _Evaluation(model, make_methods(model, methods, settings), batch_size, auc_steps, examples)
-    items = progress_bar(dataset, len(dataset), "evaluating") if progress else dataset
-    for batch in _batches(items, batch_size):
+    report_settings = {
+        "rise_masks": rise_masks,
+        "rise_coherency_masks": rise_masks if rise_coherency_masks is None else rise_coherency_masks,
+        "seed": seed,
+        "auc_steps": auc_steps,
+        "batch_size": batch_size,
+        "grid": list(model.info.grid),
+    }
+    key = _run_key(model, dataset, list(run.methods), report_settings)
+    start, skipped = _resume(run, checkpoint, key, len(dataset))
+    items = dataset.items(start, skipped)
+    for batch in _batches(progress_bar(items, len(dataset), "evaluating", start) if progress else items, batch_size):
         run.add_batch(batch)
+        if checkpoint is not None:
+            state = {**run.state(), "consumed": dataset.consumed, "skipped": dataset.skipped}
+            save_checkpoint(checkpoint, key, state, run.examples)
     if run.n == 0:
         raise ImageError(f"no readable images in {dataset.name} ({dataset.skipped} skipped)")
     log.info("evaluated %d images of %s (%d skipped)", run.n, dataset.name, dataset.skipped)
@@ -227,16 +269,34 @@ def evaluate(
         "dataset": dataset.name,
         "n": run.n,
         "skipped": dataset.skipped,
-        "settings": {
-            "rise_masks": rise_masks,
-            "rise_coherency_masks": rise_masks if rise_coherency_masks is None else rise_coherency_masks,
-            "seed": seed,
-            "auc_steps": auc_steps,
-            "batch_size": batch_size,
-            "grid": list(model.info.grid),
-        },
+        "settings": report_settings,
         **run.result(),
     }
+
+
+def _run_key(model: EvalModel, dataset: Dataset, methods: list[str], settings: dict) -> dict:
+    """What a checkpoint must match to be resumed, as it reads back from one."""
+    key = {
+        "model": model.name,
+        "options": model.options.changed(),
+        "dataset": dataset.name,
+        "entries": len(dataset),
+        "methods": methods,
+        "preset": PRESETS[PLUS] if PLUS in methods else None,  # the taps a newer version may change
+        "settings": settings,
+    }
+    return json.loads(json.dumps(json_safe(key)))
+
+
+def _resume(run: _Evaluation, checkpoint: str | os.PathLike | None, key: dict, entries: int) -> tuple[int, int]:
+    """Restore ``run`` from ``checkpoint`` if it holds progress; returns (entries read, of them skipped)."""
+    saved = None if checkpoint is None else load_checkpoint(checkpoint, key)
+    if saved is None:
+        return 0, 0
+    state, examples = saved
+    run.restore(state, examples)
+    log.warning("resuming from %s: %d of %d images done", checkpoint, state["consumed"], entries)
+    return state["consumed"], state["skipped"]
 
 
 def _check_settings(
