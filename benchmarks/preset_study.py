@@ -1,24 +1,31 @@
 """How the reciprocam+ preset was chosen: candidate taps and their sums on tuning streams, on one or more models.
 
-    python benchmarks/preset_study.py [--n 100] [--seed 4000037 --seed 4000039 ...]
-        [--model models/shapes_vit.onnx --model models/shapes_vit_stem52.onnx] [--out FILE.json]
+    python benchmarks/preset_study.py [--n 100] [--n-two N] [--seed 4000037 --seed 4000039 ...]
+        [--model models/shapes_vit.onnx --model models/shapes_vit_stem52.onnx] [--only NAME --only ...]
+        [--adcc K] [--out FILE.json]
 
-Each candidate is one tap (an option set of the Explainer). On ``--n`` shapes
-images of each stream ``--seed`` (one object each) and ``--n`` two-object
-images of the same streams, it computes every candidate's maps for the true
+Each candidate is one tap (an option set of the Explainer; ``--only`` keeps the
+ones named). On ``--n`` shapes images of each stream ``--seed`` (one object
+each) and ``--n-two`` (default ``--n``) two-object images of the same streams,
+it computes every candidate's maps for the true
 labels (both classes on two-object images), then scores every candidate and
 every sum of two or three candidates (min-max normalised again): pointing
 game (PG), energy pointing game (EPG) and the discriminative pointing game of
 each class (DPG-A, DPG-B), on every model given, pooled over the streams.
 A row's worst is the lowest of its PG, DPG-A and DPG-B on one model; rows are
 ranked by the mean of their worsts over the models, then by the lowest of
-them. The streams must be ones that no reported figure uses: the preset is
-then reported on held-out images with `reciprocam eval` (docs/evaluation.md).
+them. ``--adcc K`` adds, for the ``K`` best rows and for the shipped preset, the
+faithfulness metrics on the one-object images of each model (AD, Coh, Com,
+ADCC, as `reciprocam eval` computes them; coherency explains each explanation
+image again with the row's taps). The streams must be ones that no reported
+figure uses: the preset is then reported on held-out images with
+`reciprocam eval` (docs/evaluation.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import sys
@@ -29,10 +36,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from reciprocam_onnx import Explainer  # noqa: E402
+from reciprocam_onnx import Explainer, Options  # noqa: E402
 from reciprocam_onnx.engine.scores import minmax_normalise  # noqa: E402
-from reciprocam_onnx.evaluation import shapes_dataset  # noqa: E402
-from reciprocam_onnx.evaluation.metrics import energy_pointing_game, pointing_game  # noqa: E402
+from reciprocam_onnx.engine.taps import MultiTapExplainer  # noqa: E402
+from reciprocam_onnx.evaluation import EvalModel, shapes_dataset  # noqa: E402
+from reciprocam_onnx.evaluation.metrics import energy_pointing_game, explanation_metrics, pointing_game  # noqa: E402
+from reciprocam_onnx.options import PRESETS  # noqa: E402
+
+PLUS = "reciprocam+"
 
 CANDIDATES = {  # name: block, then what differs from the paper (3x3 window kept, residual unmasked, softmax)
     "paper": dict(block=-2),
@@ -42,6 +53,7 @@ CANDIDATES = {  # name: block, then what differs from the paper (3x3 window kept
     "b-1 masked 1x1 logits": dict(block=-1, residual="masked", kernel="1x1", score="logits"),
     "b-2 masked 1x1 logits": dict(block=-2, residual="masked", kernel="1x1", score="logits"),
     "b-3 masked 1x1 logits": dict(block=-3, residual="masked", kernel="1x1", score="logits"),
+    "b-1 logits": dict(block=-1, score="logits"),
     "b-1 removed": dict(block=-1, window="removed"),
     "b-1 removed logits": dict(block=-1, window="removed", score="logits"),
     "b-2 removed logits": dict(block=-2, window="removed", score="logits"),
@@ -50,24 +62,42 @@ CANDIDATES = {  # name: block, then what differs from the paper (3x3 window kept
 }
 
 
-def candidate_maps(model: Path, n: int, seeds: list[int]) -> tuple[dict[str, tuple[np.ndarray, ...]], list, list]:
+def candidate_maps(
+    model: Path, names: list[str], n: int, n_two: int, seeds: list[int]
+) -> tuple[dict[str, tuple[np.ndarray, ...]], list, list]:
     """name -> (maps of single-object images, of two-object images' first and second class); the datasets
-    (``n`` images of each stream in ``seeds``)."""
+    (``n`` and ``n_two`` images of each stream in ``seeds``)."""
     info = Explainer(model).info
     size, mean, std = info.input_shape[1:], info.model.mean, info.model.std
     single = [item for seed in seeds for item in shapes_dataset(n, seed, size, mean, std)]
-    two = [item for seed in seeds for item in shapes_dataset(n, seed, size, mean, std, two_objects=True)]
+    two = [item for seed in seeds for item in shapes_dataset(n_two, seed, size, mean, std, two_objects=True)]
     x1, x2 = np.stack([item.tensor for item in single]), np.stack([item.tensor for item in two])
     labels = np.array([item.label for item in single])
     pairs = np.array([item.two_classes() for item in two])
-    rows = np.arange(len(single))
     maps = {}
-    for name, options in CANDIDATES.items():
-        explainer = Explainer(model, **options)
+    for name in names:
+        explainer = Explainer(model, **CANDIDATES[name])
         every1, every2 = explainer.explain_all(x1), explainer.explain_all(x2)
-        maps[name] = (every1[rows, labels], every2[rows, pairs[:, 0]], every2[rows, pairs[:, 1]])
+        rows1, rows2 = np.arange(len(single)), np.arange(len(two))
+        maps[name] = (every1[rows1, labels], every2[rows2, pairs[:, 0]], every2[rows2, pairs[:, 1]])
         print(f"maps of {name}", file=sys.stderr)
     return maps, single, two
+
+
+@functools.cache
+def eval_model(model: Path) -> EvalModel:
+    """The model's softmax scores, as `reciprocam eval` computes them (one per model)."""
+    return EvalModel(model)
+
+
+def faithfulness(model: Path, taps: tuple[str, ...], maps: np.ndarray, single: list) -> dict[str, float]:
+    """AD, Coh, Com and ADCC of the sum of ``taps`` (its ``maps`` of the one-object images ``single``)."""
+    explainer = MultiTapExplainer(model, [Options(**CANDIDATES[name]) for name in taps])
+    images, labels = np.stack([item.tensor for item in single]), np.array([item.label for item in single])
+    found = explanation_metrics(
+        eval_model(model).score_fn, images, maps, labels, 16, explain_fn=lambda x, t: explainer.explain(x, t).maps
+    )
+    return {"AD": found["average_drop"], "Coh": found["coherency"], "Com": found["complexity"], "ADCC": found["adcc"]}
 
 
 def scores(parts: list[tuple[np.ndarray, ...]], single: list, two: list) -> dict[str, float]:
@@ -87,17 +117,22 @@ def scores(parts: list[tuple[np.ndarray, ...]], single: list, two: list) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--n-two", type=int, default=None, help="two-object images per stream (default --n)")
+    parser.add_argument("--only", action="append", choices=CANDIDATES, help="candidates to study (default all)")
+    parser.add_argument("--adcc", type=int, default=0, metavar="K", help="faithfulness of the K best rows")
     parser.add_argument("--seed", type=int, action="append", help="tuning stream, repeatable (default 4000037)")
     parser.add_argument("--model", type=Path, action="append", help="repeat for several (default: the demo model)")
     parser.add_argument("--out", type=Path, default=None, help="write every row as JSON")
     args = parser.parse_args()
     models = args.model or [ROOT / "models" / "shapes_vit.onnx"]
     seeds = args.seed or [4000037]
-    combos = [combo for size in (1, 2, 3) for combo in itertools.combinations(CANDIDATES, size)]
-    per_model = []
+    names = args.only or list(CANDIDATES)
+    combos = [combo for size in (1, 2, 3) for combo in itertools.combinations(names, size)]
+    per_model, data = [], []
     for model in models:
-        maps, single, two = candidate_maps(model, args.n, seeds)
+        maps, single, two = candidate_maps(model, names, args.n, args.n_two or args.n, seeds)
         per_model.append([scores([maps[name] for name in combo], single, two) for combo in combos])
+        data.append((maps, single))
     rows = []
     for k, combo in enumerate(combos):
         worsts = [min(found[k]["PG"], found[k]["DPG-A"], found[k]["DPG-B"]) for found in per_model]
@@ -110,6 +145,11 @@ def main() -> None:
             }
         )
     rows.sort(key=lambda row: (-row["mean_worst"], -row["lowest_worst"]))
+    shipped = tuple(next(name for name, options in CANDIDATES.items() if options == tap) for tap in PRESETS[PLUS])
+    for row in rows[: args.adcc] + [row for row in rows if args.adcc and sorted(row["taps"]) == sorted(shipped)]:
+        for model, (maps, single), found in zip(models, data, row["models"]):
+            summed = minmax_normalise(np.sum([maps[name][0] for name in row["taps"]], axis=0))
+            found.update(faithfulness(model, row["taps"], summed, single))
     keys = ("PG", "EPG", "DPG-A", "DPG-B")
     print("models: " + ", ".join(f"{k + 1} = {model}" for k, model in enumerate(models)) + f"; streams {seeds}")
     print(
@@ -122,8 +162,22 @@ def main() -> None:
     for row in rows[:20] + [row for row in rows if row["taps"] == ("paper",)]:
         cells = [f"{m[key]:.2f}" for m in row["models"] for key in keys]
         print(f"| {' + '.join(row['taps'])} | {row['mean_worst']:.3f} | " + " | ".join(cells) + " |")
+    measured = [row for row in rows if "ADCC" in row["models"][0]]
+    if measured:
+        faithful = ("AD", "Coh", "Com", "ADCC")
+        print(
+            "\n| taps | "
+            + " | ".join(f"{key} ({k + 1})" for k in range(len(models)) for key in (*keys, *faithful))
+            + " |\n"
+            + "|---" * (1 + len(keys + faithful) * len(models))
+            + "|"
+        )
+        for row in measured:
+            cells = [f"{m[key]:.3f}" for m in row["models"] for key in (*keys, *faithful)]
+            print(f"| {' + '.join(row['taps'])} | " + " | ".join(cells) + " |")
     if args.out:
-        found = {"n": args.n, "seeds": seeds, "models": [str(m) for m in models], "rows": rows}
+        models_run = [str(m) for m in models]
+        found = {"n": args.n, "n_two": args.n_two or args.n, "seeds": seeds, "models": models_run, "rows": rows}
         args.out.write_text(json.dumps(found, indent=1))
 
 
