@@ -24,7 +24,7 @@ CHECKPOINT = "checkpoint.npz"  # its name in a report folder
 
 
 def save_checkpoint(path: str | os.PathLike, key: dict, state: dict, examples: list[dict]) -> None:
-    """Write ``key``, ``state`` (JSON-able) and ``examples`` (EvalExample dicts) to ``path`` atomically."""
+    """Write ``key``, ``state`` (JSON-able) and ``examples`` (the result's example dicts) to ``path`` atomically."""
     arrays: dict[str, Any] = {}  # Any: numpy's stubs read ** as its allow_pickle flag
     shown = []
     for k, example in enumerate(examples):
