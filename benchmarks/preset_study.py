@@ -40,10 +40,9 @@ from reciprocam_onnx import Explainer, Options  # noqa: E402
 from reciprocam_onnx.engine.scores import minmax_normalise  # noqa: E402
 from reciprocam_onnx.engine.taps import MultiTapExplainer  # noqa: E402
 from reciprocam_onnx.evaluation import EvalModel, shapes_dataset  # noqa: E402
+from reciprocam_onnx.evaluation.methods import PLUS  # noqa: E402
 from reciprocam_onnx.evaluation.metrics import energy_pointing_game, explanation_metrics, pointing_game  # noqa: E402
 from reciprocam_onnx.options import PRESETS  # noqa: E402
-
-PLUS = "reciprocam+"
 
 CANDIDATES = {  # name: block, then what differs from the paper (3x3 window kept, residual unmasked, softmax)
     "paper": dict(block=-2),
