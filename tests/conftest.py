@@ -1,4 +1,4 @@
-"""Shared fixtures: exported models (cached per session) and random images."""
+"""Shared fixtures and helpers: exported models (cached per session), random images, a batch recorder."""
 
 from __future__ import annotations
 
@@ -50,3 +50,15 @@ def exported(export_dir):
 
 def random_images(batch: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((batch, 3, *size), dtype=np.float32)
+
+
+class Recorder:
+    """Score function wrapper that records the size of every batch."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.sizes: list[int] = []
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        self.sizes.append(len(images))
+        return self.fn(images)

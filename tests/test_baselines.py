@@ -7,6 +7,7 @@ import pytest
 
 from reciprocam_onnx.engine.scores import minmax_normalise, to_scores
 from reciprocam_onnx.evaluation.baselines import centre_maps, random_maps, rise_maps
+from tests.conftest import Recorder
 
 SIZE = 32
 GRID = (4, 4)  # 8 x 8 pixel cells
@@ -18,18 +19,6 @@ def cell_score(images: np.ndarray) -> np.ndarray:
     mean = images[:, 0, 0:8, 16:24].mean(axis=(1, 2))
     s = 1.0 / (1.0 + np.exp(-8.0 * (mean - 0.5)))
     return np.stack([1.0 - s, s], axis=1).astype(np.float32)
-
-
-class Recorder:
-    """Score function wrapper that records the size of every batch."""
-
-    def __init__(self, fn):
-        self.fn = fn
-        self.sizes: list[int] = []
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        self.sizes.append(len(images))
-        return self.fn(images)
 
 
 def images(n: int = 2) -> np.ndarray:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from reciprocam_onnx.evaluation import metrics as M
+from tests.conftest import Recorder
 
 SIZE = 32  # image side in pixels
 GRID = 4  # grid side in cells, so one cell is 8 x 8 pixels
@@ -18,18 +19,6 @@ def region_score(images: np.ndarray) -> np.ndarray:
     """Toy 2-class scores: class 0 is the clipped mean of REGION in channel 0."""
     s = np.clip(images[:, 0, REGION[0], REGION[1]].mean(axis=(1, 2)), 0.0, 1.0)
     return np.stack([s, 1.0 - s], axis=1).astype(np.float32)
-
-
-class Recorder:
-    """Score function wrapper that records the size of every batch."""
-
-    def __init__(self, fn):
-        self.fn = fn
-        self.sizes: list[int] = []
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        self.sizes.append(len(images))
-        return self.fn(images)
 
 
 def region_map() -> np.ndarray:
