@@ -24,9 +24,9 @@ try {
   await page.setViewport({ width: 900, height: 640 });
   await page.goto(`${url}${url.includes("?") ? "&" : "?"}backend=${backend}`);
   const settled = (states) => `["${states.join('","')}"].includes(window.reciprocam?.state)`;
-  await page.waitForFunction(settled(["ready", "error"]), { timeout: 120000 });
+  await page.waitForFunction(settled(["ready", "error"]), { timeout: 270000 });
   await page.click(`#example-${example}`);
-  await page.waitForFunction(settled(["done", "error"]), { timeout: 120000 });
+  await page.waitForFunction(settled(["done", "error"]), { timeout: 270000 });
   await page.screenshot({ path: screenshot });
   const result = await page.evaluate(() => window.reciprocam);
   console.log(JSON.stringify({ ...result, pageErrors: errors }));
