@@ -13,43 +13,25 @@ part's final progress as PART_DIR/part.npz; an interrupted ``run`` continues
 from the checkpoint, as eval does. ``merge`` adds the counts of two adjacent
 parts (FIRST ends where SECOND starts) into OUT_DIR/checkpoint.npz; the eval
 command with ``-o OUT_DIR`` then finds every entry done and writes the report
-of the whole run. Metrics are sums over images, so the merged report is the
-uninterrupted run's, but for the time per image (the parts' compute time added
-up) and the example pictures (FIRST's: the first images of the run).
+of the whole run (reciprocam_onnx/evaluation/parts.py says what it keeps).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from reciprocam_onnx.evaluation.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint  # noqa: E402
+from reciprocam_onnx.errors import OptionError  # noqa: E402
+from reciprocam_onnx.evaluation.checkpoint import CHECKPOINT  # noqa: E402
 from reciprocam_onnx.evaluation.data import Dataset  # noqa: E402
+from reciprocam_onnx.evaluation.parts import merge_parts, start_part  # noqa: E402
 
 PART = "part.npz"
-
-
-def saved(path: Path) -> tuple[dict, dict, list[dict]]:
-    """(key, state, examples) of a checkpoint file."""
-    with np.load(path) as data:
-        key = json.loads(str(data["meta"]))["key"]
-    state, examples = load_checkpoint(path, key)
-    return key, state, examples
-
-
-def start(part: Path, like: Path, at: int) -> None:
-    key, state, _ = saved(like)
-    tallies = {name: {"seconds": 0.0, "sums": {}, "counts": {}, "class_hits": {}} for name in state["tallies"]}
-    empty = {"n": 0, "labelled": 0, "correct": 0, "tallies": tallies, "consumed": at, "skipped": 0}
-    save_checkpoint(part / CHECKPOINT, key, empty, [])
 
 
 def run(part: Path, stop: int, eval_args: list[str]) -> int:
@@ -75,30 +57,6 @@ def run(part: Path, stop: int, eval_args: list[str]) -> int:
     return main(["eval", *eval_args, "-o", str(part)])
 
 
-def merge(first: Path, second: Path, out: Path) -> None:
-    key, a, examples = saved(first)
-    key_b, b, _ = saved(second)
-    if key_b != key:
-        raise SystemExit(f"{first} and {second} are parts of different runs")
-    if a["consumed"] != b["consumed"] - b["n"] - b["skipped"]:
-        raise SystemExit(f"{first} ends at entry {a['consumed']}, where {second} does not start")
-    merged = {name: a[name] + b[name] for name in ("n", "labelled", "correct", "skipped")}
-    merged["consumed"] = b["consumed"]
-    merged["tallies"] = {}
-    for name, ta in a["tallies"].items():
-        tb = b["tallies"][name]
-        merged["tallies"][name] = {
-            "seconds": ta["seconds"] + tb["seconds"],
-            **{f: {k: ta[f].get(k, 0) + tb[f].get(k, 0) for k in {*ta[f], *tb[f]}} for f in ("sums", "counts")},
-            "class_hits": {
-                c: ta["class_hits"].get(c, []) + tb["class_hits"].get(c, [])
-                for c in sorted({*ta["class_hits"], *tb["class_hits"]}, key=int)
-            },
-        }
-    save_checkpoint(out / CHECKPOINT, key, merged, examples)
-    print(f"{out / CHECKPOINT}: entries 0-{merged['consumed']} ({merged['n']} images)")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -116,14 +74,19 @@ def main() -> int:
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     args, eval_args = parser.parse_args(argv[:cut]), argv[cut + 1 :]
-    if args.command == "start":
-        args.part.mkdir(parents=True, exist_ok=True)
-        start(args.part, args.like, args.at)
-    elif args.command == "run":
-        return run(args.part, args.stop, eval_args)
-    else:
-        args.out.mkdir(parents=True, exist_ok=True)
-        merge(args.first, args.second, args.out)
+    try:
+        if args.command == "start":
+            args.part.mkdir(parents=True, exist_ok=True)
+            start_part(args.like, args.at, args.part / CHECKPOINT)
+        elif args.command == "run":
+            return run(args.part, args.stop, eval_args)
+        else:
+            args.out.mkdir(parents=True, exist_ok=True)
+            merged = merge_parts(args.first, args.second, args.out / CHECKPOINT)
+            print(f"{args.out / CHECKPOINT}: entries 0-{merged['consumed']} ({merged['n']} images)")
+    except OptionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

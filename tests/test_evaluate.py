@@ -242,6 +242,29 @@ def test_an_interrupted_evaluation_resumes_to_the_uninterrupted_result(model, tm
         assert all(np.array_equal(mine["maps"][name], theirs["maps"][name]) for name in names)
 
 
+def test_two_parts_of_a_run_merge_into_the_uninterrupted_run(model, tmp_path):
+    """Entries 0-3 and 3-5 run as parts (evaluation/parts.py), merged, then finished: the whole run's result."""
+    from reciprocam_onnx.evaluation.parts import merge_parts, start_part
+
+    names = ["reciprocam-3x3", "random", "centre"]
+    whole = ev.evaluate(model, flaky_shapes(6, [], None), names, batch_size=2, **FAST)
+    first, second, merged = tmp_path / "first.npz", tmp_path / "second.npz", tmp_path / "merged.npz"
+    with pytest.raises(KeyboardInterrupt):  # entries 0-2 (1 unreadable) saved
+        ev.evaluate(model, flaky_shapes(6, [], 3), names, batch_size=2, checkpoint=first, **FAST)
+    start_part(first, 3, second)
+    loaded: list[int] = []
+    with pytest.raises(KeyboardInterrupt):  # entries 3-4 saved
+        ev.evaluate(model, flaky_shapes(6, loaded, 5), names, batch_size=2, checkpoint=second, **FAST)
+    assert loaded == [3, 4]
+    with pytest.raises(OptionError, match="ends at entry 5, where the second does not start"):
+        merge_parts(second, first, merged)
+    assert merge_parts(first, second, merged)["consumed"] == 5
+    loaded.clear()
+    resumed = ev.evaluate(model, flaky_shapes(6, loaded, None), names, batch_size=2, checkpoint=merged, **FAST)
+    assert loaded == [5]
+    assert without_times(resumed) == without_times(whole)
+
+
 def test_a_checkpoint_of_another_run_is_refused(model, tmp_path):
     checkpoint = tmp_path / ev.CHECKPOINT
     ev.evaluate(model, ev.shapes_dataset(1, seed=4, size=(224, 224)), ["centre"], checkpoint=checkpoint, **FAST)

@@ -10,8 +10,8 @@ else the model's predictions. All metrics are fractions; the Markdown report
 shows them as percentages.
 
 Modules: ``data`` (datasets), ``methods`` (the model and the saliency methods),
-``run`` (the evaluation loop), ``checkpoint`` (its progress, for resuming), ``report``
-(report files).
+``run`` (the evaluation loop), ``checkpoint`` (its progress, for resuming),
+``parts`` (one long run in parts, merged), ``report`` (report files).
 """
 
 from .checkpoint import CHECKPOINT

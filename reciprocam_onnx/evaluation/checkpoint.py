@@ -39,6 +39,25 @@ def save_checkpoint(path: str | os.PathLike, key: dict, state: dict, examples: l
     write_all_atomic({Path(path): bytes_writer(buffer.getvalue())})
 
 
+READ_ERRORS = (OSError, ValueError, KeyError, zipfile.BadZipFile)
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict, list[dict]]:
+    """(run key, state, examples) saved at ``path``; raises what reading it raised (READ_ERRORS)."""
+    with np.load(path, allow_pickle=False) as data:
+        saved = json.loads(str(data["meta"]))
+        examples = [
+            {
+                **{f: shown[f] for f in ("name", "target")},
+                "boxes": [(cls, tuple(box)) for cls, box in shown["boxes"]],
+                "image": data[f"image_{k}"],
+                "maps": {name: data[f"map_{k}_{j}"] for j, name in enumerate(shown["methods"])},
+            }
+            for k, shown in enumerate(saved["examples"])
+        ]
+    return saved["key"], saved["state"], examples
+
+
 def load_checkpoint(path: str | os.PathLike, key: dict) -> tuple[dict, list[dict]] | None:
     """(state, examples) saved at ``path`` by the run ``key``; None if there is no file. OptionError if it
     holds another run's progress or cannot be read."""
@@ -46,23 +65,13 @@ def load_checkpoint(path: str | os.PathLike, key: dict) -> tuple[dict, list[dict
     if not path.exists():
         return None
     try:
-        with np.load(path, allow_pickle=False) as data:
-            saved = json.loads(str(data["meta"]))
-            examples = [
-                {
-                    **{f: shown[f] for f in ("name", "target")},
-                    "boxes": [(cls, tuple(box)) for cls, box in shown["boxes"]],
-                    "image": data[f"image_{k}"],
-                    "maps": {name: data[f"map_{k}_{j}"] for j, name in enumerate(shown["methods"])},
-                }
-                for k, shown in enumerate(saved["examples"])
-            ]
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        saved_key, state, examples = read_checkpoint(path)
+    except READ_ERRORS as exc:
         raise OptionError(f"cannot resume from {path}: {exc}; delete it to start over") from None
-    differ = sorted(name for name in {*key, *saved["key"]} if key.get(name) != saved["key"].get(name))
+    differ = sorted(name for name in {*key, *saved_key} if key.get(name) != saved_key.get(name))
     if differ:
         raise OptionError(
             f"{path} holds the progress of another run ({', '.join(differ)} differ); delete it to start over, "
             "or write the report to another folder"
         )
-    return saved["state"], examples
+    return state, examples

@@ -77,6 +77,14 @@ class _Tally:
         hits = {int(target): list(values) for target, values in state["class_hits"].items()}
         return cls(state["seconds"], dict(state["sums"]), dict(state["counts"]), hits)
 
+    def plus(self, other: _Tally) -> _Tally:
+        """The tally of this one's images and then ``other``'s."""
+        sums = {k: self.sums.get(k, 0.0) + other.sums.get(k, 0.0) for k in {*self.sums, *other.sums}}
+        counts = {k: self.counts.get(k, 0) + other.counts.get(k, 0) for k in {*self.counts, *other.counts}}
+        targets = sorted({*self.class_hits, *other.class_hits})
+        hits = {c: self.class_hits.get(c, []) + other.class_hits.get(c, []) for c in targets}
+        return _Tally(self.seconds + other.seconds, sums, counts, hits)
+
     def mean(self, key: str) -> float | None:
         return self.sums[key] / self.counts[key] if self.counts.get(key) else None
 
@@ -272,6 +280,24 @@ def evaluate(
         "settings": report_settings,
         **run.result(),
     }
+
+
+def empty_state(methods: Iterable[str], consumed: int) -> dict:
+    """A run's progress before any image, its dataset read up to entry ``consumed`` (a later part's start)."""
+    tallies = {name: _Tally().state() for name in methods}
+    return {"n": 0, "labelled": 0, "correct": 0, "tallies": tallies, "consumed": consumed, "skipped": 0}
+
+
+def merge_states(first: dict, second: dict) -> dict:
+    """The progress of two adjacent parts of one run (``first`` ends at the entry where ``second`` starts)."""
+    if first["consumed"] != second["consumed"] - second["n"] - second["skipped"]:
+        raise OptionError(f"the first part ends at entry {first['consumed']}, where the second does not start")
+    counts = {name: first[name] + second[name] for name in ("n", "labelled", "correct", "skipped")}
+    tallies = {
+        name: _Tally.from_state(tally).plus(_Tally.from_state(second["tallies"][name])).state()
+        for name, tally in first["tallies"].items()
+    }
+    return {**counts, "tallies": tallies, "consumed": second["consumed"]}
 
 
 def _run_key(model: EvalModel, dataset: Dataset, methods: list[str], settings: dict) -> dict:
