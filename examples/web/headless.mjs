@@ -14,6 +14,7 @@ const gpu = backend === "webgpu"
 const browser = await puppeteer.launch({
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
   headless: true,
+  protocolTimeout: 300000, // a page busy computing answers late
   args: ["--no-sandbox", ...gpu, "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync"],
 });
