@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 logging.getLogger("reciprocam_onnx").setLevel(logging.WARNING)
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, each worker gets its share of the cores for ONNX Runtime and torch (set before
+    the test modules import torch), so that workers do not fight over them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        for name in ("RECIPROCAM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ.setdefault(name, threads)
 
 
 @pytest.fixture(scope="module", autouse=True)

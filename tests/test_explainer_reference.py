@@ -36,7 +36,7 @@ KERNEL, CLS, SCORE, BLOCK, RESIDUAL, BATCH, WINDOW = (
     ("softmax", "logits"),
     (-2, -1),
     ("unmasked", "masked"),
-    (1, 3),
+    (1, 2),
     ("kept", "removed"),
 )
 
