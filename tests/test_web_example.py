@@ -79,7 +79,7 @@ def block_minus_1_graph():
 def test_page_matches_python(backend, web_example, server, request, tmp_path):
     """The page's top class and map for star.png are Python's, on WASM with the demo graph (block -2) and on
     WebGPU (Chromium's software adapter, SwiftShader: the page's WebGPU path without a GPU) with the demo
-    fused at block -1 (`?graph=`), whose copies cost SwiftShader seconds, not minutes. The WASM
+    fused at block -1 (`?graph=`), which SwiftShader runs in a third of the demo graph's time. The WASM
     screenshot is docs/images/web-demo.png (written there when RECIPROCAM_UPDATE_DOCS=1, so that a test run
     leaves the checkout clean)."""
     update_docs = os.environ.get("RECIPROCAM_UPDATE_DOCS") == "1" and backend == "wasm"
