@@ -83,7 +83,8 @@ def main() -> int:
         else:
             args.out.mkdir(parents=True, exist_ok=True)
             merged = merge_parts(args.first, args.second, args.out / CHECKPOINT)
-            print(f"{args.out / CHECKPOINT}: entries 0-{merged['consumed']} ({merged['n']} images)")
+            start = merged["consumed"] - merged["n"] - merged["skipped"]
+            print(f"{args.out / CHECKPOINT}: entries {start}-{merged['consumed']} ({merged['n']} images)")
     except OptionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

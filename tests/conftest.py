@@ -7,20 +7,24 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
-import pytest
 
-logging.getLogger("reciprocam_onnx").setLevel(logging.WARNING)
-
-
-def pytest_configure(config):
-    """Under pytest-xdist, each worker gets its share of the cores for ONNX Runtime and torch (set before
-    the test modules import torch), so that workers do not fight over them."""
+def _share_the_cores() -> None:
+    """Under pytest-xdist, each worker gets its share of the usable cores (as graph/runtime.physical_cores
+    counts them) for ONNX Runtime, torch and numpy: set before numpy and torch load, so that workers do not
+    fight over the cores."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
-        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        threads = str(max(1, len(os.sched_getaffinity(0)) // workers))
         for name in ("RECIPROCAM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ.setdefault(name, threads)
+
+
+_share_the_cores()
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+logging.getLogger("reciprocam_onnx").setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="module", autouse=True)

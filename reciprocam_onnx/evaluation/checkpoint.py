@@ -21,6 +21,7 @@ from ..errors import OptionError
 from ..io.files import bytes_writer, write_all_atomic
 
 CHECKPOINT = "checkpoint.npz"  # its name in a report folder
+READ_ERRORS = (OSError, ValueError, KeyError, zipfile.BadZipFile)  # what reading a bad checkpoint raises
 
 
 def save_checkpoint(path: str | os.PathLike, key: dict, state: dict, examples: list[dict]) -> None:
@@ -37,9 +38,6 @@ def save_checkpoint(path: str | os.PathLike, key: dict, state: dict, examples: l
     buffer = io.BytesIO()
     np.savez(buffer, meta=np.array(text), **arrays)
     write_all_atomic({Path(path): bytes_writer(buffer.getvalue())})
-
-
-READ_ERRORS = (OSError, ValueError, KeyError, zipfile.BadZipFile)
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict, list[dict]]:

@@ -5,9 +5,9 @@ of the run. :func:`start_part` writes an empty part that begins at an entry;
 ``evaluate`` with that checkpoint then continues from there, as it resumes any
 run. :func:`merge_parts` adds two adjacent parts into the checkpoint of entries
 [first's start, second's stop); resuming from it finishes the run. Metrics are
-sums over images, so the merged run's report is the uninterrupted run's, but for
-the time per image (the parts' compute times added up) and the examples (the
-first part's).
+sums over images, so the merged run's report is the uninterrupted run's (up to
+the rounding of those sums), but for the time per image (the parts' compute
+times added up) and the examples (the first part's).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from .run import empty_state, merge_states
 
 
 def _saved(path: str | os.PathLike) -> tuple[dict, dict, list[dict]]:
+    """(run key, state, examples) of a part; OptionError if it cannot be read."""
     try:
         return read_checkpoint(path)
     except READ_ERRORS as exc:
@@ -28,8 +29,10 @@ def _saved(path: str | os.PathLike) -> tuple[dict, dict, list[dict]]:
 
 def start_part(like: str | os.PathLike, at: int, path: str | os.PathLike) -> None:
     """Write at ``path`` a part of ``like``'s run that begins at entry ``at``, nothing counted yet."""
-    key, state, _ = _saved(like)
-    save_checkpoint(path, key, empty_state(state["tallies"], at), [])
+    key, _, _ = _saved(like)
+    if not 0 <= at <= key["entries"]:
+        raise OptionError(f"a part of a run over {key['entries']} entries cannot begin at entry {at}")
+    save_checkpoint(path, key, empty_state(key["methods"], at), [])
 
 
 def merge_parts(first: str | os.PathLike, second: str | os.PathLike, out: str | os.PathLike) -> dict:

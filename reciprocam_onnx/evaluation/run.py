@@ -79,11 +79,15 @@ class _Tally:
 
     def plus(self, other: _Tally) -> _Tally:
         """The tally of this one's images and then ``other``'s."""
-        sums = {k: self.sums.get(k, 0.0) + other.sums.get(k, 0.0) for k in {*self.sums, *other.sums}}
-        counts = {k: self.counts.get(k, 0) + other.counts.get(k, 0) for k in {*self.counts, *other.counts}}
+
+        def added(a: dict, b: dict) -> dict:
+            return {k: a.get(k, 0) + b.get(k, 0) for k in dict.fromkeys([*a, *b])}
+
         targets = sorted({*self.class_hits, *other.class_hits})
         hits = {c: self.class_hits.get(c, []) + other.class_hits.get(c, []) for c in targets}
-        return _Tally(self.seconds + other.seconds, sums, counts, hits)
+        return _Tally(
+            self.seconds + other.seconds, added(self.sums, other.sums), added(self.counts, other.counts), hits
+        )
 
     def mean(self, key: str) -> float | None:
         return self.sums[key] / self.counts[key] if self.counts.get(key) else None
