@@ -30,6 +30,7 @@ from reciprocam_onnx.errors import OptionError  # noqa: E402
 from reciprocam_onnx.evaluation.checkpoint import CHECKPOINT  # noqa: E402
 from reciprocam_onnx.evaluation.data import Dataset  # noqa: E402
 from reciprocam_onnx.evaluation.parts import merge_parts, start_part  # noqa: E402
+from reciprocam_onnx.evaluation.run import first_entry  # noqa: E402
 
 PART = "part.npz"
 
@@ -83,8 +84,8 @@ def main() -> int:
         else:
             args.out.mkdir(parents=True, exist_ok=True)
             merged = merge_parts(args.first, args.second, args.out / CHECKPOINT)
-            start = merged["consumed"] - merged["n"] - merged["skipped"]
-            print(f"{args.out / CHECKPOINT}: entries {start}-{merged['consumed']} ({merged['n']} images)")
+            entries = f"{first_entry(merged)}-{merged['consumed']}"
+            print(f"{args.out / CHECKPOINT}: entries {entries} ({merged['n']} images)")
     except OptionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -292,9 +292,14 @@ def empty_state(methods: Iterable[str], consumed: int) -> dict:
     return {"n": 0, "labelled": 0, "correct": 0, "tallies": tallies, "consumed": consumed, "skipped": 0}
 
 
+def first_entry(state: dict) -> int:
+    """The entry a run's (or a part's) progress ``state`` began at."""
+    return state["consumed"] - state["n"] - state["skipped"]
+
+
 def merge_states(first: dict, second: dict) -> dict:
     """The progress of two adjacent parts of one run (``first`` ends at the entry where ``second`` starts)."""
-    if first["consumed"] != second["consumed"] - second["n"] - second["skipped"]:
+    if first["consumed"] != first_entry(second):
         raise OptionError(f"the first part ends at entry {first['consumed']}, where the second does not start")
     counts = {name: first[name] + second[name] for name in ("n", "labelled", "correct", "skipped")}
     tallies = {
