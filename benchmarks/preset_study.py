@@ -2,14 +2,16 @@
 
     python benchmarks/preset_study.py [--n 100] [--n-two N] [--seed 4000037 --seed 4000039 ...]
         [--model models/shapes_vit.onnx --model models/shapes_vit_stem52.onnx] [--only NAME --only ...]
-        [--adcc K] [--out FILE.json]
+        [--weigh "NAME=0.5,1,2" ...] [--adcc K] [--gamma G] [--out FILE.json]
 
 Each candidate is one tap (an option set of the Explainer; ``--only`` keeps the
 ones named). On ``--n`` shapes images of each stream ``--seed`` (one object
 each) and ``--n-two`` (default ``--n``) two-object images of the same streams,
 it computes every candidate's maps for the true
 labels (both classes on two-object images), then scores every candidate and
-every sum of two or three candidates (min-max normalised again): pointing
+every sum of two or three candidates (min-max normalised again) or, with
+``--weigh``, every weighting of the sum of all candidates studied (each
+candidate named in a ``--weigh`` takes every weight listed, 0 leaving it out, the others 1): pointing
 game (PG), energy pointing game (EPG) and the discriminative pointing game of
 each class (DPG-A, DPG-B), on every model given, pooled over the streams.
 A row's worst is the lowest of its PG, DPG-A and DPG-B on one model; rows are
@@ -17,7 +19,9 @@ ranked by the mean of their worsts over the models, then by the lowest of
 them. ``--adcc K`` adds, for the ``K`` best rows and for the shipped preset, the
 faithfulness metrics on the one-object images of each model (AD, Coh, Com,
 ADCC, as `reciprocam eval` computes them; coherency explains each explanation
-image again with the row's taps). The streams must be ones that no reported
+image again with the row's taps), with the maps raised to ``--gamma`` (the
+shipped preset: its own). The power moves no peak, so it changes none of the
+pointing games. The streams must be ones that no reported
 figure uses: the preset is then reported on held-out images with
 `reciprocam eval` (docs/evaluation.md).
 """
@@ -89,9 +93,12 @@ def eval_model(model: Path) -> EvalModel:
     return EvalModel(model)
 
 
-def faithfulness(model: Path, taps: tuple[str, ...], maps: np.ndarray, single: list) -> dict[str, float]:
-    """AD, Coh, Com and ADCC of the sum of ``taps`` (its ``maps`` of the one-object images ``single``)."""
-    explainer = MultiTapExplainer(model, [Options(**CANDIDATES[name]) for name in taps])
+def faithfulness(
+    model: Path, taps: tuple[str, ...], weights: tuple[float, ...], gamma: float, maps: np.ndarray, single: list
+) -> dict[str, float]:
+    """AD, Coh, Com and ADCC of the weighted sum of ``taps`` raised to ``gamma`` (its ``maps`` of the
+    one-object images ``single``)."""
+    explainer = MultiTapExplainer(model, [Options(**CANDIDATES[name]) for name in taps], weights=weights, gamma=gamma)
     images, labels = np.stack([item.tensor for item in single]), np.array([item.label for item in single])
     found = explanation_metrics(
         eval_model(model).score_fn, images, maps, labels, 16, explain_fn=lambda x, t: explainer.explain(x, t).maps
@@ -99,9 +106,16 @@ def faithfulness(model: Path, taps: tuple[str, ...], maps: np.ndarray, single: l
     return {"AD": found["average_drop"], "Coh": found["coherency"], "Com": found["complexity"], "ADCC": found["adcc"]}
 
 
-def scores(parts: list[tuple[np.ndarray, ...]], single: list, two: list) -> dict[str, float]:
-    """PG, EPG, DPG-A, DPG-B of the min-max normalised sum of ``parts``."""
-    one, first, second = (minmax_normalise(np.sum([p[k] for p in parts], axis=0)) for k in range(3))
+def summed(parts: list[tuple[np.ndarray, ...]], weights: tuple[float, ...], k: int) -> np.ndarray:
+    """The min-max normalised weighted sum of the ``k``-th maps of ``parts``."""
+    return minmax_normalise(np.sum([w * p[k] for p, w in zip(parts, weights)], axis=0))
+
+
+def scores(
+    parts: list[tuple[np.ndarray, ...]], weights: tuple[float, ...], single: list, two: list
+) -> dict[str, float]:
+    """PG, EPG, DPG-A, DPG-B of the min-max normalised weighted sum of ``parts``."""
+    one, first, second = (summed(parts, weights, k) for k in range(3))
     size = single[0].image_rgb.shape[:2]
     return {
         "PG": float(np.mean([pointing_game(m, it.box_for(it.label), size) for m, it in zip(one, single)])),
@@ -118,7 +132,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--n-two", type=int, default=None, help="two-object images per stream (default --n)")
     parser.add_argument("--only", action="append", choices=CANDIDATES, help="candidates to study (default all)")
+    parser.add_argument("--weigh", action="append", default=[], metavar="NAME=W,W", help="weights of a candidate")
     parser.add_argument("--adcc", type=int, default=0, metavar="K", help="faithfulness of the K best rows")
+    parser.add_argument("--gamma", type=float, default=1.0, help="power of the maps scored for faithfulness")
     parser.add_argument("--seed", type=int, action="append", help="tuning stream, repeatable (default 4000037)")
     parser.add_argument("--model", type=Path, action="append", help="repeat for several (default: the demo model)")
     parser.add_argument("--out", type=Path, default=None, help="write every row as JSON")
@@ -126,29 +142,46 @@ def main() -> None:
     models = args.model or [ROOT / "models" / "shapes_vit.onnx"]
     seeds = args.seed or [4000037]
     names = args.only or list(CANDIDATES)
-    combos = [combo for size in (1, 2, 3) for combo in itertools.combinations(names, size)]
+    if args.weigh:
+        grid = {name: [1.0] for name in names} | {
+            name: [float(w) for w in weights.split(",")] for name, weights in (x.split("=") for x in args.weigh)
+        }
+        weighings = [zip(names, weights) for weights in itertools.product(*(grid[name] for name in names))]
+        combos = [tuple(zip(*[(n, w) for n, w in pairs if w])) for pairs in weighings]  # weight 0: left out
+    else:
+        combos = [(c, (1.0,) * size) for size in (1, 2, 3) for c in itertools.combinations(names, size)]
+    preset = PRESETS[PLUS]
+    shipped = tuple(next(name for name, options in CANDIDATES.items() if options == tap) for tap in preset.taps)
+    if set(shipped) <= set(names) and not any(taps == shipped and w == preset.tap_weights() for taps, w in combos):
+        combos.append((shipped, preset.tap_weights()))
     per_model, data = [], []
     for model in models:
         maps, single, two = candidate_maps(model, names, args.n, args.n_two or args.n, seeds)
-        per_model.append([scores([maps[name] for name in combo], single, two) for combo in combos])
+        per_model.append([scores([maps[name] for name in taps], w, single, two) for taps, w in combos])
         data.append((maps, single))
     rows = []
-    for k, combo in enumerate(combos):
+    for k, (taps, weights) in enumerate(combos):
         worsts = [min(found[k]["PG"], found[k]["DPG-A"], found[k]["DPG-B"]) for found in per_model]
         rows.append(
             {
-                "taps": combo,
+                "taps": taps,
+                "weights": weights,
+                "shipped": taps == shipped and weights == preset.tap_weights(),
                 "mean_worst": float(np.mean(worsts)),
                 "lowest_worst": min(worsts),
                 "models": [found[k] for found in per_model],
             }
         )
     rows.sort(key=lambda row: (-row["mean_worst"], -row["lowest_worst"]))
-    shipped = tuple(next(name for name, options in CANDIDATES.items() if options == tap) for tap in PRESETS[PLUS])
-    for row in rows[: args.adcc] + [row for row in rows if args.adcc and sorted(row["taps"]) == sorted(shipped)]:
+    for row in rows[: args.adcc] + [row for row in rows[args.adcc :] if args.adcc and row["shipped"]]:
+        gamma = preset.gamma if row["shipped"] else args.gamma
         for model, (maps, single), found in zip(models, data, row["models"]):
-            summed = minmax_normalise(np.sum([maps[name][0] for name in row["taps"]], axis=0))
-            found.update(faithfulness(model, row["taps"], summed, single))
+            parts = [maps[name] for name in row["taps"]]
+            found.update(
+                faithfulness(
+                    model, row["taps"], row["weights"], gamma, summed(parts, row["weights"], 0) ** gamma, single
+                )
+            )
     keys = ("PG", "EPG", "DPG-A", "DPG-B")
     print("models: " + ", ".join(f"{k + 1} = {model}" for k, model in enumerate(models)) + f"; streams {seeds}")
     print(
@@ -158,9 +191,9 @@ def main() -> None:
         + "|---" * (2 + len(keys) * len(models))
         + "|"
     )
-    for row in rows[:20] + [row for row in rows if row["taps"] == ("paper",)]:
+    for row in rows[:20] + [row for row in rows[20:] if row["shipped"] or row["taps"] == ("paper",)]:
         cells = [f"{m[key]:.2f}" for m in row["models"] for key in keys]
-        print(f"| {' + '.join(row['taps'])} | {row['mean_worst']:.3f} | " + " | ".join(cells) + " |")
+        print(f"| {label(row)} | {row['mean_worst']:.3f} | " + " | ".join(cells) + " |")
     measured = [row for row in rows if "ADCC" in row["models"][0]]
     if measured:
         faithful = ("AD", "Coh", "Com", "ADCC")
@@ -173,11 +206,17 @@ def main() -> None:
         )
         for row in measured:
             cells = [f"{m[key]:.3f}" for m in row["models"] for key in (*keys, *faithful)]
-            print(f"| {' + '.join(row['taps'])} | " + " | ".join(cells) + " |")
+            print(f"| {label(row)} | " + " | ".join(cells) + " |")
     if args.out:
         models_run = [str(m) for m in models]
         found = {"n": args.n, "n_two": args.n_two or args.n, "seeds": seeds, "models": models_run, "rows": rows}
         args.out.write_text(json.dumps(found, indent=1))
+
+
+def label(row: dict) -> str:
+    """The row's taps, each with its weight where not 1; the shipped preset's marked."""
+    taps = " + ".join(name if w == 1 else f"{w:g} x {name}" for name, w in zip(row["taps"], row["weights"]))
+    return f"**{taps}** (shipped, gamma {PRESETS[PLUS].gamma:g})" if row["shipped"] else taps
 
 
 if __name__ == "__main__":

@@ -28,15 +28,36 @@ RESIDUALS = ("unmasked", "masked")
 PRECISIONS = ("float32", "float16", "bfloat16")
 UNRESOLVED = ("recompute", "warn")
 
-# Named methods, each one or more taps (option sets) whose min-max maps are summed and min-max normalised
-# again. "paper" is ViT-ReciproCAM as published (the defaults); "reciprocam+" localises better, chosen by
-# measurement on a tuning stream and reported on a held-out one (docs/evaluation.md, "Beyond the paper").
-PRESETS: dict[str, tuple[dict[str, Any], ...]] = {
-    "paper": ({},),
-    "reciprocam+": (  # chosen on two models' tuning streams (benchmarks/preset_study.py, docs/evaluation.md)
-        {"block": -2, "residual": "masked", "kernel": "1x1", "score": "logits"},
-        {"block": -1, "window": "removed", "score": "logits"},
-        {"block": -2, "residual": "masked", "window": "removed", "score": "logits"},
+
+@dataclass(frozen=True)
+class Preset:
+    """A named method: ``taps`` (option sets put over the options given), whose min-max maps are summed
+    with ``weights`` (default all 1), min-max normalised again and raised to the power ``gamma``. The
+    power changes no map's order of cells (so no peak), only how much of the map is bright."""
+
+    taps: tuple[dict[str, Any], ...]
+    weights: tuple[float, ...] | None = None
+    gamma: float = 1.0
+
+    def tap_weights(self) -> tuple[float, ...]:
+        """One weight per tap."""
+        return self.weights if self.weights is not None else (1.0,) * len(self.taps)
+
+
+# "paper" is ViT-ReciproCAM as published (the defaults); "reciprocam+" localises better, chosen by
+# measurement on tuning streams of two models and reported on a held-out one (docs/evaluation.md,
+# "Beyond the paper"; benchmarks/preset_study.py).
+PRESETS: dict[str, Preset] = {
+    "paper": Preset(({},)),
+    "reciprocam+": Preset(
+        (
+            {"block": -2, "residual": "masked", "kernel": "1x1", "score": "logits"},
+            {"block": -1, "window": "removed", "score": "logits"},
+            {"block": -2, "residual": "masked", "window": "removed", "score": "logits"},
+            {"block": -3, "residual": "masked", "kernel": "1x1", "score": "logits"},
+        ),
+        weights=(1.0, 1.0, 1.0, 3.0),
+        gamma=0.6,
     ),
 }
 
@@ -142,7 +163,7 @@ def preset_taps(name: str, base: Options | None = None, given: Iterable[str] = (
     options the user set explicitly; one the preset sets itself is refused."""
     if name not in PRESETS:
         raise OptionError(f"unknown preset {name!r}; presets are {', '.join(PRESETS)}")
-    taps = PRESETS[name]
+    taps = PRESETS[name].taps
     clash = sorted({key for tap in taps for key in tap} & set(given))
     if clash:
         raise OptionError(f"preset {name} sets {', '.join(clash)} itself: leave the option out, or drop the preset")

@@ -74,7 +74,7 @@ def test_presets_are_taps_over_the_given_options():
     sets cannot be given explicitly."""
     assert preset_taps("paper") == (Options(),)
     taps = preset_taps("reciprocam+", Options(max_batch=8, block=5))
-    assert list(taps) == [Options(max_batch=8, **tap) for tap in PRESETS["reciprocam+"]]
+    assert list(taps) == [Options(max_batch=8, **tap) for tap in PRESETS["reciprocam+"].taps]
     with pytest.raises(OptionError, match="preset reciprocam\\+ sets block, kernel itself"):
         preset_taps("reciprocam+", Options(block=-2, kernel="1x1"), given=("block", "kernel", "max_batch"))
     with pytest.raises(OptionError, match="unknown preset 'fast'; presets are paper, reciprocam"):

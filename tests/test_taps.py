@@ -1,4 +1,4 @@
-"""Presets with several taps (reciprocam+): the sum of each tap's map, against the PyTorch reference."""
+"""Presets with several taps (reciprocam+): the weighted sum of each tap's map, against the PyTorch reference."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reciprocam_onnx import MultiTapExplainer, open_explainer
+from reciprocam_onnx import Explainer, MultiTapExplainer, Options, open_explainer
 from reciprocam_onnx.cli import main
 from reciprocam_onnx.engine.scores import minmax_normalise
 from reciprocam_onnx.errors import OptionError
@@ -21,16 +21,18 @@ IMAGE = str(Path(__file__).resolve().parents[1] / "examples" / "images" / "arrow
 
 
 def reference_preset(model, fam, images: np.ndarray, info) -> tuple[np.ndarray, np.ndarray]:
-    """(summed, min-max normalised maps of every tap of reciprocam+ for the predicted class [B, h, w],
-    the largest change one tap's map takes from float64 to float32 [B])."""
+    """(weighted sum of the min-max maps of every tap of reciprocam+ for the predicted class, min-max
+    normalised [B, h, w], before the preset's power; the largest change one tap's map takes from float64
+    to float32 [B])."""
     total, noise = 0.0, 0.0
-    for tap in PRESETS[PLUS]:
+    preset = PRESETS[PLUS]
+    for tap, weight in zip(preset.taps, preset.tap_weights()):
         options = {k: v for k, v in tap.items() if k != "block"}
         refs = [
             reference_explain(m, *fam.blocks(m)[tap["block"]], images, info.grid, info.prefix_tokens, **options)
             for m in (as_float64(model), model)
         ]
-        total = total + refs[0].maps
+        total = total + weight * refs[0].maps
         noise = np.maximum(noise, np.abs(refs[0].maps - refs[1].maps).max(axis=(1, 2)))
     return minmax_normalise(total), noise
 
@@ -40,18 +42,36 @@ def test_reciprocam_plus_matches_the_reference(exported):
     images = random_images(2, fam.input_size, seed=11)
     ex = open_explainer(path, preset=PLUS, max_batch=64)
     assert isinstance(ex, MultiTapExplainer)
-    assert [t.options.block for t in ex.taps] == [tap["block"] % 4 for tap in PRESETS[PLUS]]
+    assert [t.options.block for t in ex.taps] == [tap["block"] % 4 for tap in PRESETS[PLUS].taps]
     assert all(t.options.max_batch == 64 for t in ex.taps)
     out = ex.explain(images)
     expected, noise = reference_preset(model, fam, images, ex.info)
     well_posed = noise <= TOLERANCE / 4
     assert well_posed.any(), "no map was well-posed enough to compare"
-    np.testing.assert_allclose(out.maps[well_posed], expected[well_posed], atol=2 * TOLERANCE)
+    # compared before the power (map ** gamma is steep near 0 for gamma < 1; its inverse is not)
+    unpowered = out.maps.astype(np.float64) ** (1 / PRESETS[PLUS].gamma)
+    np.testing.assert_allclose(unpowered[well_posed], expected[well_posed], atol=2 * TOLERANCE)
     np.testing.assert_allclose(out.scores.sum(axis=1), 1.0, atol=1e-6)  # softmax, whatever the taps read
     every = ex.explain_all(images)
     np.testing.assert_allclose(every[np.arange(2), out.targets], out.maps, atol=1e-6)
     given = ex.explain(images, targets=[4, 5])
     assert given.targets.tolist() == [4, 5] and not np.allclose(given.maps, out.maps)
+
+
+def test_weights_and_gamma_combine_the_taps_maps(exported):
+    """Each tap's map times its weight, summed, min-max normalised, then raised to gamma: no peak moves."""
+    path, _, fam = exported("timm-deit-tiny-distilled")
+    images = random_images(2, fam.input_size, seed=3)
+    taps = [Options(block=-1, score="logits"), Options(block=-2, window="removed")]
+    out = MultiTapExplainer(path, taps, weights=(2.0, 0.5), gamma=0.5).explain(images)
+    single = [Explainer(path, tap).explain(images, out.targets).maps for tap in taps]
+    summed = minmax_normalise(2.0 * single[0] + 0.5 * single[1])
+    np.testing.assert_allclose(out.maps, summed**0.5, atol=1e-6)
+    assert (out.maps.reshape(2, -1).argmax(1) == summed.reshape(2, -1).argmax(1)).all()
+    assert not np.allclose(out.maps, minmax_normalise(single[0] + single[1]) ** 0.5, atol=1e-3)
+    for weights, gamma in (((1.0,), 1.0), ((1.0, 0.0), 1.0), ((1.0, 1.0), 0.0)):
+        with pytest.raises(OptionError, match="one positive weight each and a positive gamma"):
+            MultiTapExplainer(path, taps, weights=weights, gamma=gamma)
 
 
 def test_presets_refuse_what_they_cannot_honour(exported, tmp_path, capsys):

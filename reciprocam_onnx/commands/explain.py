@@ -66,7 +66,7 @@ class Explain:
             "--preset",
             choices=tuple(PRESETS),
             default=None,
-            help="a named method: paper (the defaults) or reciprocam+ (three taps, localises better; "
+            help="a named method: paper (the defaults) or reciprocam+ (four taps, localises better; "
             "docs/evaluation.md); the options it sets cannot be given too",
         )
         add_option_flags(parser, EXPLAIN_OPTIONS)

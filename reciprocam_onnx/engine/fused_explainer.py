@@ -14,7 +14,7 @@ from ..contract import FUSED_OUTPUTS, is_split_folder
 from ..errors import OptionError, onnxruntime_errors
 from ..graph.model import load_model
 from ..graph.runtime import make_session
-from ..options import FUSED, Options, preset_taps, resolve
+from ..options import FUSED, PRESETS, Options, preset_taps, resolve
 from ..split.pipeline import resolve_block
 from .base import Explanation, SaliencyExplainer, Targets, check_images, choose_targets
 from .explainer import Explainer
@@ -99,9 +99,10 @@ def _preset_explainer(
         raise OptionError(f"preset {preset} taps {len(taps)} blocks: give the model file, not a split folder")
     if not split_folder and fused_options(load_model(model)) is not None:
         raise OptionError(f"preset {preset} builds its own copies: give the model file, not a fused graph")
-    if len(taps) == 1:
+    chosen = PRESETS[preset]
+    if len(taps) == 1 and chosen.gamma == 1.0:
         return Explainer(model, taps[0], providers=providers)
-    return MultiTapExplainer(model, taps, providers=providers)
+    return MultiTapExplainer(model, taps, weights=chosen.weights, gamma=chosen.gamma, providers=providers)
 
 
 def _check_agrees(fused: FusedExplainer, asked: Options, explicit: set[str]) -> None:

@@ -1,4 +1,5 @@
-"""Several taps of one model, one map: the sum of their min-max maps, min-max normalised again.
+"""Several taps of one model, one map: the weighted sum of their min-max maps, min-max normalised again
+and raised to a power (``gamma``).
 
 A preset such as ``reciprocam+`` (options.PRESETS) taps the model at more than
 one block or with more than one copy rule; each tap is an ``Explainer`` of its
@@ -24,6 +25,7 @@ from .scores import minmax_normalise, to_scores
 class MultiTapExplainer:
     """Maps of several taps summed: a preset with more than one (``open_explainer(model, preset="reciprocam+")``).
 
+    ``weights``: one per tap (default all 1); ``gamma``: the power the summed map is raised to (1: none).
     ``info`` and ``options`` are the first tap's; ``scores`` are always softmax.
     """
 
@@ -32,10 +34,16 @@ class MultiTapExplainer:
         model: str | os.PathLike | onnx.ModelProto,
         taps: Sequence[Options],
         *,
+        weights: Sequence[float] | None = None,
+        gamma: float = 1.0,
         providers: Sequence[str] | None = None,
     ):
         if not taps:
             raise OptionError("a multi-tap explainer needs at least one tap")
+        weights = tuple(weights) if weights is not None else (1.0,) * len(taps)
+        if len(weights) != len(taps) or not all(w > 0 for w in weights) or not gamma > 0:
+            raise OptionError(f"taps need one positive weight each and a positive gamma, not {weights}, {gamma}")
+        self.weights, self.gamma = np.asarray(weights, dtype=np.float32), float(gamma)
         self.taps = tuple(Explainer(model, tap, providers=providers) for tap in taps)
         grids = {tap.info.grid for tap in self.taps}
         if len(grids) > 1:
@@ -47,11 +55,16 @@ class MultiTapExplainer:
         """Maps [B, h, w] for the given targets, or for each image's predicted class."""
         first = self.taps[0].explain(images, targets)
         maps = [first.maps] + [tap.explain(images, first.targets).maps for tap in self.taps[1:]]
-        return Explanation(minmax_normalise(np.sum(maps, axis=0)), first.targets, self._softmax(first.scores))
+        return Explanation(self._combine(maps), first.targets, self._softmax(first.scores))
 
     def explain_all(self, images: np.ndarray) -> np.ndarray:
         """Maps for every class: float32 [B, C, h, w]."""
-        return minmax_normalise(np.sum([tap.explain_all(images) for tap in self.taps], axis=0))
+        return self._combine([tap.explain_all(images) for tap in self.taps])
+
+    def _combine(self, maps: list[np.ndarray]) -> np.ndarray:
+        """The taps' min-max maps, weighted, summed, min-max normalised and raised to ``gamma``."""
+        summed = minmax_normalise(np.tensordot(self.weights, np.stack(maps), axes=1))
+        return summed if self.gamma == 1.0 else summed**self.gamma
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """The model's softmax scores [B, C]."""

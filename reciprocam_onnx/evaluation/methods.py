@@ -22,7 +22,7 @@ from ..engine.taps import MultiTapExplainer
 from ..errors import OptionError, UserError, onnxruntime_errors
 from ..graph.model import load_model
 from ..graph.runtime import make_session
-from ..options import KERNELS, SCORES, Options, preset_taps
+from ..options import KERNELS, PRESETS, SCORES, Options, preset_taps
 from .baselines import centre_maps, random_maps, rise_maps
 
 MapFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -75,7 +75,10 @@ class EvalModel:
             what = "a split folder's one cut" if self._proto is None else "a fused graph's own copies"
             raise OptionError(f"{PLUS} taps the model at its own blocks, not {what}: evaluate the model file")
         if self._plus is None:
-            self._plus = MultiTapExplainer(self._proto, preset_taps(PLUS, self._options), providers=self._providers)
+            taps, preset = preset_taps(PLUS, self._options), PRESETS[PLUS]
+            self._plus = MultiTapExplainer(
+                self._proto, taps, weights=preset.weights, gamma=preset.gamma, providers=self._providers
+            )
         return self._plus
 
     def rollout(self) -> AttentionRollout:

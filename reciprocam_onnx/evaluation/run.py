@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import onnx
@@ -317,7 +317,7 @@ def _run_key(model: EvalModel, dataset: Dataset, methods: list[str], settings: d
         "dataset": dataset.name,
         "entries": len(dataset),
         "methods": methods,
-        "preset": PRESETS[PLUS] if PLUS in methods else None,  # the taps a newer version may change
+        "preset": asdict(PRESETS[PLUS]) if PLUS in methods else None,  # what a newer version may change
         "settings": settings,
     }
     return json.loads(json.dumps(json_safe(key)))
