@@ -41,8 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from reciprocam_onnx import Explainer, Options  # noqa: E402
-from reciprocam_onnx.engine.scores import minmax_normalise  # noqa: E402
-from reciprocam_onnx.engine.taps import MultiTapExplainer  # noqa: E402
+from reciprocam_onnx.engine.taps import MultiTapExplainer, combine_maps  # noqa: E402
 from reciprocam_onnx.evaluation import EvalModel, shapes_dataset  # noqa: E402
 from reciprocam_onnx.evaluation.methods import PLUS  # noqa: E402
 from reciprocam_onnx.evaluation.metrics import energy_pointing_game, explanation_metrics, pointing_game  # noqa: E402
@@ -106,16 +105,11 @@ def faithfulness(
     return {"AD": found["average_drop"], "Coh": found["coherency"], "Com": found["complexity"], "ADCC": found["adcc"]}
 
 
-def summed(parts: list[tuple[np.ndarray, ...]], weights: tuple[float, ...], k: int) -> np.ndarray:
-    """The min-max normalised weighted sum of the ``k``-th maps of ``parts``."""
-    return minmax_normalise(np.sum([w * p[k] for p, w in zip(parts, weights)], axis=0))
-
-
 def scores(
     parts: list[tuple[np.ndarray, ...]], weights: tuple[float, ...], single: list, two: list
 ) -> dict[str, float]:
     """PG, EPG, DPG-A, DPG-B of the min-max normalised weighted sum of ``parts``."""
-    one, first, second = (summed(parts, weights, k) for k in range(3))
+    one, first, second = (combine_maps([p[k] for p in parts], weights) for k in range(3))
     size = single[0].image_rgb.shape[:2]
     return {
         "PG": float(np.mean([pointing_game(m, it.box_for(it.label), size) for m, it in zip(one, single)])),
@@ -176,12 +170,8 @@ def main() -> None:
     for row in rows[: args.adcc] + [row for row in rows[args.adcc :] if args.adcc and row["shipped"]]:
         gamma = preset.gamma if row["shipped"] else args.gamma
         for model, (maps, single), found in zip(models, data, row["models"]):
-            parts = [maps[name] for name in row["taps"]]
-            found.update(
-                faithfulness(
-                    model, row["taps"], row["weights"], gamma, summed(parts, row["weights"], 0) ** gamma, single
-                )
-            )
+            one = combine_maps([maps[name][0] for name in row["taps"]], row["weights"], gamma)
+            found.update(faithfulness(model, row["taps"], row["weights"], gamma, one, single))
     keys = ("PG", "EPG", "DPG-A", "DPG-B")
     print("models: " + ", ".join(f"{k + 1} = {model}" for k, model in enumerate(models)) + f"; streams {seeds}")
     print(

@@ -22,6 +22,12 @@ from .explainer import Explainer
 from .scores import minmax_normalise, to_scores
 
 
+def combine_maps(maps: Sequence[np.ndarray], weights: Sequence[float], gamma: float = 1.0) -> np.ndarray:
+    """Taps' min-max maps (same shape each), weighted, summed, min-max normalised and raised to ``gamma``."""
+    summed = minmax_normalise(np.tensordot(np.asarray(weights, dtype=np.float32), np.stack(maps), axes=1))
+    return summed if gamma == 1.0 else summed**gamma
+
+
 class MultiTapExplainer:
     """Maps of several taps summed: a preset with more than one (``open_explainer(model, preset="reciprocam+")``).
 
@@ -43,7 +49,7 @@ class MultiTapExplainer:
         weights = tuple(weights) if weights is not None else (1.0,) * len(taps)
         if len(weights) != len(taps) or not all(w > 0 for w in weights) or not gamma > 0:
             raise OptionError(f"taps need one positive weight each and a positive gamma, not {weights}, {gamma}")
-        self.weights, self.gamma = np.asarray(weights, dtype=np.float32), float(gamma)
+        self.weights, self.gamma = weights, float(gamma)
         self.taps = tuple(Explainer(model, tap, providers=providers) for tap in taps)
         grids = {tap.info.grid for tap in self.taps}
         if len(grids) > 1:
@@ -55,16 +61,11 @@ class MultiTapExplainer:
         """Maps [B, h, w] for the given targets, or for each image's predicted class."""
         first = self.taps[0].explain(images, targets)
         maps = [first.maps] + [tap.explain(images, first.targets).maps for tap in self.taps[1:]]
-        return Explanation(self._combine(maps), first.targets, self._softmax(first.scores))
+        return Explanation(combine_maps(maps, self.weights, self.gamma), first.targets, self._softmax(first.scores))
 
     def explain_all(self, images: np.ndarray) -> np.ndarray:
         """Maps for every class: float32 [B, C, h, w]."""
-        return self._combine([tap.explain_all(images) for tap in self.taps])
-
-    def _combine(self, maps: list[np.ndarray]) -> np.ndarray:
-        """The taps' min-max maps, weighted, summed, min-max normalised and raised to ``gamma``."""
-        summed = minmax_normalise(np.tensordot(self.weights, np.stack(maps), axes=1))
-        return summed if self.gamma == 1.0 else summed**self.gamma
+        return combine_maps([tap.explain_all(images) for tap in self.taps], self.weights, self.gamma)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """The model's softmax scores [B, C]."""
