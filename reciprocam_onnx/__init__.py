@@ -2,7 +2,7 @@
 
 The package reads as its pipeline, each layer importing only those before it:
 options and errors -> io -> graph (ONNX plumbing) -> analysis -> contract ->
-copies -> rewrites -> split -> engine -> evaluation, ray_dataset -> commands.
+copies -> rewrites -> split -> engine -> evaluation, ray_dataset, serve -> commands.
 """
 
 from __future__ import annotations

@@ -64,6 +64,15 @@ class OnnxRuntimeError(UserError):
     """ONNX Runtime refused to load or run a graph."""
 
 
+class RequestError(UserError):
+    """A request to the model server that it cannot answer: ``status`` is the HTTP status it answers with
+    (400 a bad request, 404 no such model or route, 413 too large, 503 not ready or too busy)."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
 class OpenVINOError(UserError):
     """OpenVINO refused to compile or run a graph (precision='bfloat16')."""
 

@@ -18,7 +18,7 @@ LAYERS = (  # low to high; a module may import its own layer or lower ones
     ("rewrites",),
     ("split",),
     ("engine",),
-    ("evaluation", "ray_dataset"),
+    ("evaluation", "ray_dataset", "serve"),
     ("commands", "cli", "__init__"),
 )
 

@@ -10,6 +10,7 @@ from .explain import Explain
 from .explain_dataset import ExplainDataset
 from .fuse import Fuse
 from .preprocess import Preprocess
+from .serve import Serve
 from .split import Split
 
 
@@ -22,4 +23,4 @@ class Command(Protocol):
     def register(cls, sub: argparse._SubParsersAction) -> None: ...
 
 
-COMMANDS: list[type[Command]] = [Explain, Split, Fuse, Evaluate, Preprocess, ExplainDataset]
+COMMANDS: list[type[Command]] = [Explain, Split, Fuse, Serve, Evaluate, Preprocess, ExplainDataset]

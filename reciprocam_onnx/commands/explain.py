@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageError, OptionError, OutputError, ReciproCamError
-from ..io.images import RESIZE_MODES, load_npy
+from ..io.images import RESIZE_MODES, load_npy, picture_of
 from ..options import PRESETS
 from .common import (
     add_model_and_images,
@@ -146,16 +146,7 @@ def _load(explainer, path: Path, resize: str) -> tuple[np.ndarray, np.ndarray]:
     if info.image.takes_raw_pixels or info.input_layout != "NCHW":
         raise ImageError(f"{path}: .npy tensors are for float NCHW models; give this model an image file")
     tensor = load_npy(path, info.input_shape)
-    return tensor, _denormalise(tensor, mean, std)
-
-
-def _denormalise(tensor: np.ndarray, mean, std) -> np.ndarray:
-    from ..io.images import IMAGENET_MEAN, IMAGENET_STD
-
-    mean = np.asarray(mean or IMAGENET_MEAN, np.float32)[:, None, None]
-    std = np.asarray(std or IMAGENET_STD, np.float32)[:, None, None]
-    rgb = np.clip((tensor * std + mean) * 255, 0, 255).round().astype(np.uint8)
-    return np.ascontiguousarray(rgb.transpose(1, 2, 0))
+    return tensor, picture_of(tensor, mean, std)
 
 
 def _summary(path: Path, written: Path, out, labels, top: int) -> str:

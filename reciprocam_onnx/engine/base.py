@@ -29,6 +29,7 @@ class Explanation:
     maps: np.ndarray  # float32 [B, h, w] in [0, 1], for each image's target class
     targets: np.ndarray  # int64 [B]
     scores: np.ndarray  # [B, C], the unmasked model's scores
+    every: np.ndarray | None = None  # float32 [B, C, h, w]: every class's map, when asked (all_classes=True)
 
 
 class SaliencyExplainer(Protocol):
@@ -37,8 +38,9 @@ class SaliencyExplainer(Protocol):
     info: SplitInfo
     options: Options
 
-    def explain(self, images: np.ndarray, targets: Targets = None) -> Explanation:
-        """Maps [B, h, w] for the given targets, or for each image's predicted class."""
+    def explain(self, images: np.ndarray, targets: Targets = None, *, all_classes: bool = False) -> Explanation:
+        """Maps [B, h, w] for the given targets, or for each image's predicted class; with ``all_classes``,
+        every class's map too (``Explanation.every``), from the same runs."""
         ...
 
     def explain_all(self, images: np.ndarray) -> np.ndarray:

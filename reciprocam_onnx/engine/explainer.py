@@ -121,19 +121,24 @@ class Explainer:
         clone._configure()
         return clone
 
-    def explain(self, images: np.ndarray, targets: Targets = None) -> Explanation:
-        """Maps [B, h, w] for the given targets, or for each image's predicted class."""
+    def explain(self, images: np.ndarray, targets: Targets = None, *, all_classes: bool = False) -> Explanation:
+        """Maps [B, h, w] for the given targets, or for each image's predicted class; with ``all_classes``,
+        every class's map too (``Explanation.every``), from the same runs."""
         unmasked, cells = self.cell_scores(images, targets)
         chosen = choose_targets(targets, unmasked, self.info.classes)
+        if all_classes:
+            per_class = evidence(cells, self.options.window).transpose(0, 2, 1)
+            every = minmax_normalise(per_class.reshape(len(cells), -1, *self.info.grid))
+            return Explanation(every[np.arange(len(chosen)), chosen], chosen, unmasked, every)
         picked = cells[np.arange(len(chosen)), :, chosen]
         maps = minmax_normalise(evidence(picked, self.options.window).reshape(len(chosen), *self.info.grid))
         return Explanation(maps, chosen, unmasked)
 
     def explain_all(self, images: np.ndarray) -> np.ndarray:
         """Maps for every class from the same runs: float32 [B, C, h, w]."""
-        _, cells = self.cell_scores(images)
-        per_class = evidence(cells, self.options.window).transpose(0, 2, 1)
-        return minmax_normalise(per_class.reshape(len(cells), -1, *self.info.grid))
+        every = self.explain(images, all_classes=True).every
+        assert every is not None
+        return every
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """The unmasked model's scores [B, C] (softmax or logits per ``options.score``)."""

@@ -42,11 +42,13 @@ class FusedExplainer:
         check_finite(logits)
         return to_scores(logits, self.options.score), saliency
 
-    def explain(self, images: np.ndarray, targets: Targets = None) -> Explanation:
-        """Maps [B, h, w] for the given targets, or for each image's predicted class."""
+    def explain(self, images: np.ndarray, targets: Targets = None, *, all_classes: bool = False) -> Explanation:
+        """Maps [B, h, w] for the given targets, or for each image's predicted class; with ``all_classes``,
+        every class's map too (``Explanation.every``)."""
         scores, saliency = self._run(images)
         chosen = choose_targets(targets, scores, self.info.classes)
-        return Explanation(saliency[np.arange(len(chosen)), chosen], chosen, scores)
+        every = saliency if all_classes else None
+        return Explanation(saliency[np.arange(len(chosen)), chosen], chosen, scores, every)
 
     def explain_all(self, images: np.ndarray) -> np.ndarray:
         """Maps for every class: float32 [B, C, h, w]."""

@@ -78,3 +78,8 @@ def unresolved(logits: np.ndarray, dtype: str) -> np.ndarray:
     spread = cells.max(axis=1) - cells.min(axis=1)
     step = np.spacing(np.abs(cells).max(axis=1).astype(np.float16)).astype(np.float64)
     return coarse | (spread < step)
+
+
+def maps_u8(maps: np.ndarray) -> np.ndarray:
+    """Maps in [0, 1] as uint8, round(255 * m) with ties to even: the fused graph's ``saliency_u8``."""
+    return np.round(np.asarray(maps, np.float32) * np.float32(255)).astype(np.uint8)

@@ -57,15 +57,23 @@ class MultiTapExplainer:
         self.info: SplitInfo = self.taps[0].info
         self.options: Options = self.taps[0].options
 
-    def explain(self, images: np.ndarray, targets: Targets = None) -> Explanation:
-        """Maps [B, h, w] for the given targets, or for each image's predicted class."""
-        first = self.taps[0].explain(images, targets)
-        maps = [first.maps] + [tap.explain(images, first.targets).maps for tap in self.taps[1:]]
-        return Explanation(combine_maps(maps, self.weights, self.gamma), first.targets, self._softmax(first.scores))
+    def explain(self, images: np.ndarray, targets: Targets = None, *, all_classes: bool = False) -> Explanation:
+        """Maps [B, h, w] for the given targets, or for each image's predicted class; with ``all_classes``,
+        every class's map too (``Explanation.every``)."""
+        first = self.taps[0].explain(images, targets, all_classes=all_classes)
+        taps = [first] + [tap.explain(images, first.targets, all_classes=all_classes) for tap in self.taps[1:]]
+        scores = self._softmax(first.scores)
+        if not all_classes:
+            maps = combine_maps([tap.maps for tap in taps], self.weights, self.gamma)
+            return Explanation(maps, first.targets, scores)
+        every = combine_maps([tap.every for tap in taps if tap.every is not None], self.weights, self.gamma)
+        return Explanation(every[np.arange(len(every)), first.targets], first.targets, scores, every)
 
     def explain_all(self, images: np.ndarray) -> np.ndarray:
         """Maps for every class: float32 [B, C, h, w]."""
-        return combine_maps([tap.explain_all(images) for tap in self.taps], self.weights, self.gamma)
+        every = self.explain(images, all_classes=True).every
+        assert every is not None
+        return every
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """The model's softmax scores [B, C]."""

@@ -167,6 +167,19 @@ def preprocess(
     return (np.ascontiguousarray(tensor.transpose(1, 2, 0)) if layout == "NHWC" else tensor), fitted
 
 
+def picture_of(tensor: np.ndarray, mean=None, std=None, layout: str = "NCHW") -> np.ndarray:
+    """The RGB uint8 [H, W, 3] picture of one model input (for an overlay): raw pixels as they are,
+    normalised ones scaled back with ``mean``/``std`` (default ImageNet's)."""
+    pixels = np.asarray(tensor)
+    hwc = pixels if layout == "NHWC" else pixels.transpose(1, 2, 0)
+    if pixels.dtype.kind in "iu":
+        return np.ascontiguousarray(np.clip(hwc, 0, 255).astype(np.uint8))
+    mean_ = np.asarray(mean or IMAGENET_MEAN, np.float32)
+    std_ = np.asarray(std or IMAGENET_STD, np.float32)
+    rgb = np.clip((hwc.astype(np.float32) * std_ + mean_) * 255, 0, 255).round().astype(np.uint8)
+    return np.ascontiguousarray(rgb)
+
+
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Entries directly inside ``folder`` named as images, sorted by name: files, and links that lead
     nowhere (reading them reports it) but not folders."""
