@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 READY_WITHIN = 180  # seconds: imports, split and verification on a loaded 2-core machine
@@ -83,13 +82,3 @@ def _status_kb(pid: int, key: str) -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1])
     raise KeyError(key)
-
-
-def wait_until(condition, timeout: float = 30.0, step: float = 0.05) -> bool:
-    """Poll ``condition()`` until true or ``timeout`` seconds pass."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(step)
-    return False

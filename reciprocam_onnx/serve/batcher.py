@@ -63,7 +63,6 @@ class Batcher:
 
     def __init__(self, explainer: SaliencyExplainer, max_queue: int, batch_images: int):
         self.explainer, self.max_queue, self.batch_images = explainer, max_queue, batch_images
-        self.waiting_images = 0
         self._waiting: deque[_Job] = deque()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="reciprocam-explain")
         self._wake: asyncio.Event | None = None
@@ -72,6 +71,11 @@ class Batcher:
     def start(self) -> None:
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._serve())
+
+    @property
+    def waiting_images(self) -> int:
+        """Images of the requests waiting (not yet taken by the worker, not given up by their clients)."""
+        return sum(len(job.work.images) for job in self._waiting if not job.future.done())
 
     def check_room(self, images: int) -> None:
         """RequestError (503) when ``images`` more would not fit the queue."""
@@ -88,7 +92,6 @@ class Batcher:
         self.check_room(len(work.images))
         job = _Job(work, asyncio.get_running_loop().create_future())
         self._waiting.append(job)
-        self.waiting_images += len(work.images)
         self._wake.set()
         return await job.future
 
@@ -131,11 +134,10 @@ class Batcher:
         for job in self._waiting:
             count = len(job.work.images)
             if job.future.done():  # cancelled: its client went away
-                self.waiting_images -= count
-            elif not batch or (job.work.kind == batch[0].work.kind and images + count <= self.batch_images):
+                continue
+            if not batch or (job.work.kind == batch[0].work.kind and images + count <= self.batch_images):
                 batch.append(job)
                 images += count
-                self.waiting_images -= count
             else:
                 kept.append(job)
         self._waiting = kept

@@ -8,8 +8,9 @@ Errors abort the call with the status matching the REST one (400 INVALID_ARGUMEN
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -57,7 +58,10 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return await _answer(context, lambda: _server_metadata(self.service))
 
     async def ModelReady(self, request, context):
-        return await _answer(context, lambda: _model_ready(self.service, request.name, request.version))
+        return await _answer(
+            context,
+            lambda: service_pb2.ModelReadyResponse(ready=self.service.model_ready(request.name, request.version)),
+        )
 
     async def ModelMetadata(self, request, context):
         return await _answer(context, lambda: _metadata(self.service, request.name, request.version))
@@ -67,11 +71,10 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request, context):
         async def infer():
-            self.service.served(request.model_name, request.model_version)
             wire = decode_request(request)
             return encode_answer(await self.service.infer(request.model_name, request.model_version, wire), request)
 
-        return await _answer_async(context, infer)
+        return await _answer(context, infer)
 
 
 def _unimplemented(method: str) -> Callable:
@@ -87,15 +90,10 @@ for _method in service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].m
 
 
 async def _answer(context: grpc.aio.ServicerContext, work: Callable[[], Any]) -> Any:
-    async def run() -> Any:
-        return work()
-
-    return await _answer_async(context, run)
-
-
-async def _answer_async(context: grpc.aio.ServicerContext, work: Callable[[], Awaitable[Any]]) -> Any:
+    """``work()``'s response (awaited if it is a coroutine), or the call aborted with its error's status."""
     try:
-        return await work()
+        result = work()
+        return await result if inspect.isawaitable(result) else result
     except Exception as exc:
         status, message = status_of(exc)
     log.log(logging.ERROR if status >= 500 else logging.INFO, "gRPC %d: %s", status, message)
@@ -104,15 +102,6 @@ async def _answer_async(context: grpc.aio.ServicerContext, work: Callable[[], Aw
 
 def _server_metadata(service: ExplainService) -> service_pb2.ServerMetadataResponse:
     return service_pb2.ServerMetadataResponse(**service.server_metadata())
-
-
-def _model_ready(service: ExplainService, name: str, version: str) -> service_pb2.ModelReadyResponse:
-    try:
-        service.served(name, version)
-    except RequestError as exc:
-        if exc.status != 503:
-            raise
-    return service_pb2.ModelReadyResponse(ready=service.ready)
 
 
 def _metadata(service: ExplainService, name: str, version: str) -> service_pb2.ModelMetadataResponse:

@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from ..errors import RequestError
 from .service import ExplainService, status_of
-from .signature import VERSION
+from .signature import OVERLAY, VERSION
 from .tensors import BYTES, Tensor, WireAnswer, WireRequest, from_list, from_raw, parse_json, to_list, to_raw
 
 log = logging.getLogger(__name__)
@@ -57,13 +57,8 @@ def rest_app(service: ExplainService) -> Callable:
         return _json(service.served(*_model(request)).metadata())
 
     async def model_ready(request: Request) -> Response:
-        name, version = _model(request)
-        try:
-            service.served(name, version)
-        except RequestError as exc:
-            if exc.status != 503:
-                raise
-        return _json({"name": name, "ready": service.ready}, 200 if service.ready else 503)
+        ready = service.model_ready(*_model(request))
+        return _json({"name": request.path_params["model"], "ready": ready}, 200 if ready else 503)
 
     async def model_config(request: Request) -> Response:
         return _json(service.config(*_model(request)))
@@ -220,7 +215,7 @@ def encode_answer(answer: WireAnswer, wire: WireRequest, model: str) -> tuple[by
             blobs.append(blob)
         else:
             entry["data"] = to_list(tensor)
-            if tensor.datatype == BYTES and tensor.name == "overlay":
+            if tensor.datatype == BYTES and tensor.name == OVERLAY:
                 entry["parameters"] = {"content_encoding": "base64"}
         outputs.append(entry)
     head = orjson.dumps({"id": answer.id, "model_name": model, "model_version": VERSION, "outputs": outputs})

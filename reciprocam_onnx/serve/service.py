@@ -91,6 +91,17 @@ class ExplainService:
             raise RequestError(f"model {model!r} is loading (split and verified before it serves); retry shortly", 503)
         return self.signature
 
+    def model_ready(self, model: str, version: str = "") -> bool:
+        """Whether ``model`` answers now (False while loading or stopping); RequestError (404) for another
+        model or version."""
+        try:
+            self.served(model, version)
+        except RequestError as exc:
+            if exc.status != 503:
+                raise
+            return False
+        return True
+
     def server_metadata(self) -> dict[str, Any]:
         return {"name": SERVER_NAME, "version": _version(), "extensions": list(EXTENSIONS)}
 
