@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import signal
 import socket
 import sys
@@ -55,7 +56,7 @@ async def _serve(service: ExplainService, host: str, http_port: int, grpc_port: 
         log_level="warning",
         access_log=False,
         limit_concurrency=limits.max_connections,
-        timeout_graceful_shutdown=int(limits.grace_seconds),
+        timeout_graceful_shutdown=math.ceil(limits.grace_seconds),  # whole seconds: never less than asked
         lifespan="off",
     )
     rest = _Uvicorn(config)
