@@ -83,13 +83,11 @@ def measure(path: Path, model, block: int, args, use_ov: bool) -> dict[str, tupl
         "explain-plain": "Explainer, rewrites off",
         "explain": "Explainer (default)",
         "explain-bf16": "Explainer, bfloat16",
-        "fused": "fused graph",
+        "fused": "fused graph (default chunk: fuse's memory budget)",
         "fused-chunked": "fused graph, Loop chunks of 24",
     }
     if block == -1:
         variants = {k: v for k, v in variants.items() if k in ("forward", "explain", "explain-bf16")}
-    if input_size(path) != (224, 224):  # all copies of a bigger grid in one run: ~5 GB per attention at 384 px
-        variants.pop("fused", None)
     rows = {}
     for key, label in variants.items():
         run = build(str(path), key, block)

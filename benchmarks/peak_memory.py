@@ -2,7 +2,8 @@
 
     python benchmarks/peak_memory.py MODEL.onnx VARIANT [--block -2]
 
-VARIANT: forward, explain, explain-plain, explain-bf16, fused or fused-chunked.
+VARIANT: forward, explain, explain-plain, explain-bf16, explain-plus (the reciprocam+ preset), fused
+(default chunk), fused-chunked (chunks of 24) or fused-file (MODEL is a fused graph: run it).
 
 The process imports only numpy, onnx and ONNX Runtime (no torch), builds the
 variant, runs it twice on one image and prints its peak RSS (VmHWM).
@@ -21,20 +22,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import input_size, peak_rss_mb  # noqa: E402
 
 CHUNK = 24
+VARIANTS = (
+    "forward",
+    "explain",
+    "explain-plain",
+    "explain-bf16",
+    "explain-plus",
+    "fused",
+    "fused-chunked",
+    "fused-file",
+)
 
 
 def build(model: str, variant: str, block: int):
     """A callable running ``variant`` on one image."""
-    from reciprocam_onnx import Explainer, FusedExplainer, fuse
+    import onnx
+
+    from reciprocam_onnx import Explainer, FusedExplainer, fuse, open_explainer
     from reciprocam_onnx.graph.runtime import CPU, make_session
 
     if variant == "forward":
-        import onnx
-
         session = make_session(onnx.load(model), [CPU])
         return lambda x: session.run(None, {session.get_inputs()[0].name: x})
     if variant in ("explain", "explain-plain"):
         return Explainer(model, block=block, providers=[CPU], optimize=variant == "explain").explain
+    if variant == "explain-plus":
+        return open_explainer(model, preset="reciprocam+", providers=[CPU]).explain
+    if variant == "fused-file":
+        return FusedExplainer(onnx.load(model), [CPU]).explain
     if variant == "explain-bf16":
         return Explainer(model, block=block, providers=[CPU], precision="bfloat16").explain
     chunk = CHUNK if variant == "fused-chunked" else None
@@ -45,7 +60,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
     parser.add_argument(
-        "variant", choices=["forward", "explain", "explain-plain", "explain-bf16", "fused", "fused-chunked"]
+        "variant",
+        choices=VARIANTS,
     )
     parser.add_argument("--block", type=int, default=-2)
     args = parser.parse_args()

@@ -49,13 +49,20 @@ SLOT_WEIGHT = "slot_weight"  # float32 [n, U]
 FUSED_OUTPUTS = ("logits", "saliency", "saliency_u8")
 FUSED_OPTIONS_KEY = "reciprocam.fused"
 FUSED_SPLIT_KEY = "reciprocam.split"
+FUSED_PRESET_KEY = "reciprocam.preset"  # a preset's fused graph: its name, taps' options, weights and gamma
 
 PREFIX_FILE, SUFFIX_FILE, INFO_FILE = "prefix.onnx", "suffix.onnx", "split.json"
 SPLIT_FORMAT = "reciprocam-split/3"
 # in split.json: SHA-256 of prefix.onnx, of suffix.onnx, and (under "split.json") of every entry but
 # "model", which may be edited (class names, mean, std); the rest describes the graphs and may not
 CHECKSUMS_KEY = "sha256"
+SHARED_FILE, SHARED_FORMAT = "shared.json", "reciprocam-shared/1"
 EDITABLE_KEY = "model"
+
+
+def tap_input(block: int, name: str) -> str:
+    """The output of a shared prefix (``SharedSplit``) that is suffix input ``name`` of the cut at ``block``."""
+    return f"block_{block}/{name}"
 
 
 def projected_name(k: int) -> str:
@@ -166,6 +173,28 @@ class SplitModel:
     prefix: onnx.ModelProto
     suffix: onnx.ModelProto
     info: SplitInfo
+    prefix_file: Path | None = None  # the prefix as a file, where it was read from one (a session opens that)
+
+
+@dataclass(frozen=True)
+class SharedSplit:
+    """A model cut at several blocks behind one prefix, which returns every cut's suffix inputs
+    (``tap_input``) from one run: a method that taps several blocks runs the model's first part once.
+    Each cut's ``prefix`` is the shared one. Saved by :func:`save_shared` (a user's split cache)."""
+
+    prefix: onnx.ModelProto
+    cuts: tuple[SplitModel, ...]  # one per block, earliest first
+
+    def at(self, block: int) -> SplitModel:
+        """The cut at block ``block`` (0..blocks-1)."""
+        return next(cut for cut in self.cuts if cut.info.block == block)
+
+
+def prefix_outputs(info: SplitInfo, shared: bool) -> dict[str, str]:
+    """{suffix input: the prefix output that feeds it} for a cut: the same names in a split's own
+    prefix, ``tap_input`` names in a shared one."""
+    names = (RESIDUAL, *info.masked_inputs)
+    return {name: tap_input(info.block, name) if shared else name for name in names}
 
 
 def save_split(split: SplitModel, folder: str | os.PathLike) -> Path:
@@ -219,7 +248,48 @@ def load_split(folder: str | os.PathLike) -> SplitModel:
                 "(an interrupted write?); split the model again"
             )
         graphs.append(load_model(path))
-    return SplitModel(graphs[0], graphs[1], info)
+    return SplitModel(graphs[0], graphs[1], info, folder / PREFIX_FILE)
+
+
+def save_shared(shared: SharedSplit, folder: str | os.PathLike) -> Path:
+    """Write the shared prefix, every cut's suffix and shared.json (their facts and checksums) into ``folder``,
+    all or none (shared.json last)."""
+    folder = output_folder(folder)
+    blobs = {PREFIX_FILE: shared.prefix.SerializeToString()}
+    blobs |= {_shared_suffix(cut.info): cut.suffix.SerializeToString() for cut in shared.cuts}
+    checksums = {name: _sha256(blob) for name, blob in blobs.items()}
+    data = {"format": SHARED_FORMAT, "cuts": [cut.info.to_dict() for cut in shared.cuts], CHECKSUMS_KEY: checksums}
+    blobs[SHARED_FILE] = json.dumps(data).encode("utf-8")
+    write_all_atomic({folder / name: bytes_writer(blob) for name, blob in blobs.items()})
+    return folder
+
+
+def load_shared(folder: str | os.PathLike) -> SharedSplit:
+    """Read a folder written by :func:`save_shared`; ModelLoadError for one torn, edited or of another version."""
+    folder = Path(folder)
+    try:
+        data = json.loads((folder / SHARED_FILE).read_text(encoding="utf-8"))
+        if data.get("format") != SHARED_FORMAT:
+            raise ModelLoadError(f"not a shared split of this version ({data.get('format')})")
+        infos = [SplitInfo.from_dict(entry) for entry in data["cuts"]]
+        checksums = data[CHECKSUMS_KEY]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ModelLoadError(f"{folder / SHARED_FILE} is not a readable shared split ({exc})") from None
+    graphs = {}
+    for name in (PREFIX_FILE, *map(_shared_suffix, infos)):
+        try:
+            blob = (folder / name).read_bytes()
+        except OSError as exc:
+            raise ModelLoadError(f"shared split {folder} lacks a readable {name} ({exc.strerror or exc})") from None
+        if _sha256(blob) != checksums.get(name):
+            raise ModelLoadError(f"shared split {folder} is torn or edited: {name} is not the graph it describes")
+        graphs[name] = onnx.load_from_string(blob)
+    prefix, file = graphs[PREFIX_FILE], folder / PREFIX_FILE
+    return SharedSplit(prefix, tuple(SplitModel(prefix, graphs[_shared_suffix(info)], info, file) for info in infos))
+
+
+def _shared_suffix(info: SplitInfo) -> str:
+    return f"suffix_{info.block}.onnx"
 
 
 def _sha256(blob: bytes) -> str:

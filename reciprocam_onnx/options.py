@@ -9,7 +9,8 @@ option means. Options fall in three groups:
   ``residual``):
   one split serves every value (``Explainer.with_options``);
 * how copies run (``precision``, ``unresolved``, ``max_batch`` for the
-  Explainer, ``chunk`` for the fused graph).
+  Explainer, ``chunk`` for the fused graph);
+* ``cache``: whether a verified split is kept for the next opening (split/cache.py).
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ class Preset:
     def tap_weights(self) -> tuple[float, ...]:
         """One weight per tap."""
         return self.weights if self.weights is not None else (1.0,) * len(self.taps)
+
+    @property
+    def combines(self) -> bool:
+        """More than one tap, or a power: maps are combined (else the preset is one tap's options)."""
+        return len(self.taps) > 1 or self.gamma != 1.0
 
 
 # "paper" is ViT-ReciproCAM as published (the defaults); "reciprocam+" localises better, chosen by
@@ -95,7 +101,8 @@ class Options:
         UNRESOLVED,
     )
     max_batch: int | None = _option(None, "masked copies per suffix run (default: from a memory budget)")
-    chunk: int | None = _option(None, "fused graph: copies per ONNX Loop step (default: all at once)")
+    chunk: int | None = _option(None, "fused graph: copies per ONNX Loop step (default: from a memory budget)")
+    cache: bool = _option(True, "keep verified splits in the user's cache folder, to open the model faster next time")
     input_size: tuple[int, int] | None = _option(
         None,
         "input height and width, for models whose input leaves them open (default: from the model's metadata)",
@@ -107,7 +114,7 @@ class Options:
             value, choices = getattr(self, item.name), item.metadata["choices"]
             if choices is not None and value not in choices:
                 raise OptionError(f"{item.name} must be one of {', '.join(choices)}, not {value!r}")
-        for name in ("cls_token", "optimize"):
+        for name in ("cls_token", "optimize", "cache"):
             if not isinstance(getattr(self, name), bool):
                 raise OptionError(f"{name} must be True or False, not {getattr(self, name)!r}")
         if isinstance(self.block, bool) or not isinstance(self.block, int):

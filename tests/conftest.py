@@ -20,6 +20,9 @@ def _share_the_cores() -> None:
 
 
 _share_the_cores()
+# the split cache (split/cache.py) stays out of the tests, and of the programs they start: each test opens
+# its models afresh (tests/test_cache.py turns it on, in a folder of its own)
+os.environ["RECIPROCAM_CACHE"] = "off"
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -21,12 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "models" / "shapes_vit.onnx"
 IMAGES = ROOT / "examples" / "images"
 MAP_TOLERANCE = 1e-4
+PLUS = "reciprocam+"
 
 
 @pytest.fixture(scope="module")
 def fused(tmp_path_factory) -> Path:
+    """The demo model with reciprocam+ fused in: four taps, each in ONNX Loop steps."""
     path = tmp_path_factory.mktemp("cpp") / "fused.onnx"
-    onnx.save(fuse(DEMO), path)
+    onnx.save(fuse(DEMO, preset=PLUS), path)
     return path
 
 
@@ -80,10 +82,10 @@ def test_openvino_runs_the_fused_graph_as_onnx_runtime_does(fused):
 
 @pytest.mark.parametrize("image", ["star.png", "two_objects.png"])
 def test_cpp_program_writes_the_map_python_writes(image, program, fused, tmp_path, capsys):
-    """`reciprocam preprocess` writes the input, the C++ program explains it; `reciprocam explain` on the
-    plain model gives the same target and map."""
+    """`reciprocam preprocess` writes the input, the C++ program explains it; `reciprocam explain --preset
+    reciprocam+` on the plain model gives the same target and map."""
     assert main(["preprocess", str(fused), str(IMAGES / image), "-o", str(tmp_path)]) == 0
-    assert main(["explain", str(DEMO), str(IMAGES / image), "-o", str(tmp_path / "python")]) == 0
+    assert main(["explain", str(DEMO), str(IMAGES / image), "-o", str(tmp_path / "python"), "--preset", PLUS]) == 0
     python_target = capsys.readouterr().out.split("target: ")[1].split()[0]
     stem = Path(image).stem
     run = [str(program), str(fused), str(tmp_path / f"{stem}.input.npy"), str(tmp_path / "cpp.map.npy")]

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 
 from reciprocam_onnx import Explainer, FusedExplainer, fuse, open_explainer
-from reciprocam_onnx.engine.fused_graph import model_of
+from reciprocam_onnx.engine.explainer import bytes_per_copy
+from reciprocam_onnx.engine.fused_graph import FUSED_BUDGET_BYTES, default_chunk, fused_options, model_of
 from reciprocam_onnx.errors import OptionError
 from reciprocam_onnx.graph.runtime import make_session
+from reciprocam_onnx.options import PRESETS
 from tests.conftest import random_images
 from tests.zoo import FAMILIES
 
@@ -21,6 +26,8 @@ OPTIONS = [  # (kernel, cls_token, score, block, residual, batch, chunk, window)
     ("1x1", True, "softmax", -1, "unmasked", 3, 64, "kept"),
 ]
 SALIENCY_TOLERANCE = 1e-4
+PLUS = "reciprocam+"
+DEMO = Path(__file__).resolve().parents[1] / "models" / "shapes_vit.onnx"
 LOGIT_TOLERANCE = 1e-5
 
 
@@ -89,3 +96,47 @@ def test_fused_graph_refuses_options_it_cannot_honour(exported):
             open_explainer(fused, **changes)
     with pytest.raises(OptionError, match="max_batch and precision"):
         fuse(path, max_batch=4)
+
+
+@pytest.mark.parametrize("family", ["timm-deit-tiny-distilled", "huggingface"])
+def test_fused_preset_equals_the_multi_tap_explainer(family, exported, tmp_path):
+    """reciprocam+ in one graph: its four taps' copies, their min-max maps weighted, summed, normalised and
+    raised to gamma inside it, against MultiTapExplainer (which tests/test_taps.py checks against PyTorch)."""
+    path, _, fam = exported(family)
+    fused = tmp_path / "fused.onnx"
+    onnx.save(fuse(path, preset=PLUS), fused)
+    onnx.checker.check_model(str(fused), full_check=True)
+    ex = open_explainer(fused, preset=PLUS)
+    assert isinstance(ex, FusedExplainer) and ex.preset == PLUS
+    assert isinstance(open_explainer(fused), FusedExplainer)
+    images = random_images(2, fam.input_size, seed=7)
+    got = ex.explain(images, all_classes=True)
+    want = open_explainer(path, preset=PLUS).explain(images, all_classes=True)
+    assert got.targets.tolist() == want.targets.tolist()
+    np.testing.assert_allclose(got.scores, want.scores, atol=1e-6, rtol=0)  # softmax, as the explainer's
+    np.testing.assert_allclose(got.every, want.every, atol=SALIENCY_TOLERANCE, rtol=0, err_msg=family)
+    assert not np.allclose(got.every, open_explainer(path).explain_all(images), atol=1e-2)  # not the paper's
+    taps = json.loads({p.key: p.value for p in onnx.load(fused).metadata_props}["reciprocam.preset"])
+    blocks = [tap["block"] % ex.info.blocks for tap in PRESETS[PLUS].taps]
+    assert [tap["block"] for tap in taps["taps"]] == blocks and taps["gamma"] == PRESETS[PLUS].gamma
+    for changes, needle in (
+        ({"kernel": "3x3"}, "preset reciprocam\\+ sets kernel itself"),
+        ({"max_batch": 2}, "cannot honour max_batch"),
+    ):
+        with pytest.raises(OptionError, match=needle):
+            open_explainer(fused, **changes)
+    with pytest.raises(OptionError, match="built with preset reciprocam\\+: re-fuse the model with --preset paper"):
+        open_explainer(fused, preset="paper")
+
+
+def test_fuse_bounds_its_memory_by_default():
+    """Without chunk, the copies run in as few Loop steps as fit FUSED_BUDGET_BYTES per image, evened out (the
+    demo model: 114 copies fit, so 2 steps of 98 for its 196); a chunk given is kept, and copies that all fit
+    run in one step."""
+    fused = fuse(DEMO)
+    options, info = fused_options(fused)
+    most = FUSED_BUDGET_BYTES // bytes_per_copy(info)
+    assert options.chunk == -(-info.cells // 2) and most < info.cells <= 2 * most
+    assert any(node.op_type == "Loop" for node in fused.graph.node)
+    assert fused_options(fuse(DEMO, chunk=50))[0].chunk == 50
+    assert default_chunk(info, 8) is None

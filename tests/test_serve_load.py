@@ -122,13 +122,14 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(tmp_path):
         server.kill()
 
 
-@pytest.mark.parametrize("form", ["fused graph", "split folder"])
+@pytest.mark.parametrize("form", ["fused graph", "fused preset", "split folder"])
 def test_a_fused_graph_or_a_split_folder_is_served_as_it_explains(tiny, tmp_path, form):
     from reciprocam_onnx import fuse, open_explainer, save_split, split_model
 
-    if form == "fused graph":
+    if form.startswith("fused"):
         source = tmp_path / "tiny.fused.onnx"
-        source.write_bytes(fuse(tiny, kernel="1x1").SerializeToString())
+        changes = {"preset": "reciprocam+"} if form == "fused preset" else {"kernel": "1x1"}
+        source.write_bytes(fuse(tiny, **changes).SerializeToString())
     else:
         source = save_split(split_model(tiny, -1), tmp_path / "split")
     server = Server(str(source), "--name", "tiny")
@@ -140,8 +141,9 @@ def test_a_fused_graph_or_a_split_folder_is_served_as_it_explains(tiny, tmp_path
         np.testing.assert_allclose(maps, expected.maps, atol=1e-6)
         facts = httpclient.InferenceServerClient(server.http).get_model_metadata("tiny")["parameters"]
         assert facts["labels"] == LABELS and facts["grid"] == [4, 4]
-        key, value = ("kernel", "1x1") if form == "fused graph" else ("block", 2)
-        assert facts["options"][key] == value
+        key, value = {"fused graph": ("kernel", "1x1"), "fused preset": ("block", 1)}.get(form, ("block", 2))
+        assert facts["options"][key] == value  # a preset's: its first tap's
+        assert facts["preset"] == ("reciprocam+" if form == "fused preset" else None)
     finally:
         assert server.terminate() == 0
 

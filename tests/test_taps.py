@@ -10,8 +10,9 @@ import pytest
 from reciprocam_onnx import Explainer, MultiTapExplainer, Options, open_explainer
 from reciprocam_onnx.cli import main
 from reciprocam_onnx.engine.scores import minmax_normalise
+from reciprocam_onnx.engine.taps import combine_maps
 from reciprocam_onnx.errors import OptionError
-from reciprocam_onnx.options import PRESETS
+from reciprocam_onnx.options import PRESETS, preset_taps
 from tests.conftest import random_images
 from tests.reference_check import TOLERANCE
 from tests.torch_reference import as_float64, reference_explain
@@ -58,6 +59,36 @@ def test_reciprocam_plus_matches_the_reference(exported):
     assert given.targets.tolist() == [4, 5] and not np.allclose(given.maps, out.maps)
 
 
+def _counted(function, calls: list[str]):
+    def counted(*args, **kwargs):
+        calls.append(function.__name__)
+        return function(*args, **kwargs)
+
+    return counted
+
+
+def test_taps_share_one_split_and_one_prefix_run(exported, monkeypatch):
+    """One analysis, one verification and one prefix session for the four taps; the maps are those of four
+    independent Explainers (each its own split and prefix run), bit for bit up to 1e-5."""
+    import reciprocam_onnx.split.pipeline as pipeline
+
+    path, _, fam = exported("timm-deit-tiny-distilled")
+    calls: list[str] = []
+    for name in ("analyse", "verify_shared", "verify_split"):
+        monkeypatch.setattr(pipeline, name, _counted(getattr(pipeline, name), calls))
+    ex = open_explainer(path, preset=PLUS)
+    assert calls == ["analyse", "verify_shared"]
+    assert len({id(tap._prefix) for tap in ex.taps}) == 1 and ex.taps[0]._prefix is ex._prefix
+    assert len({output.name for output in ex._prefix.get_outputs()}) == 3 * 2  # R and F's projection, 3 blocks
+    images = random_images(3, fam.input_size, seed=5)
+    out = ex.explain(images, all_classes=True)
+    alone = [Explainer(path, tap) for tap in preset_taps(PLUS)]
+    every = combine_maps([tap.explain_all(images) for tap in alone], PRESETS[PLUS].weights, PRESETS[PLUS].gamma)
+    np.testing.assert_allclose(out.every, every, atol=1e-5, rtol=0)
+    given = ex.explain(images[:2], targets=[1, 2])
+    np.testing.assert_allclose(given.maps, every[[0, 1], [1, 2]], atol=1e-5, rtol=0)
+
+
 def test_weights_and_gamma_combine_the_taps_maps(exported):
     """Each tap's map times its weight, summed, min-max normalised, then raised to gamma: no peak moves."""
     path, _, fam = exported("timm-deit-tiny-distilled")
@@ -86,7 +117,7 @@ def test_presets_refuse_what_they_cannot_honour(exported, tmp_path, capsys):
 
     fused = tmp_path / "fused.onnx"
     fused.write_bytes(fuse(path).SerializeToString())
-    with pytest.raises(OptionError, match="not a fused graph"):
+    with pytest.raises(OptionError, match="built with one tap: re-fuse the model with --preset reciprocam"):
         open_explainer(fused, preset=PLUS)
 
 

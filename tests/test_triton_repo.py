@@ -15,7 +15,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from reciprocam_onnx import Explainer, fuse
+from reciprocam_onnx import Explainer, fuse, open_explainer
 from reciprocam_onnx.cli import main
 from reciprocam_onnx.errors import RequestError
 from reciprocam_onnx.serve.tensors import Tensor, from_list, from_raw, split_bytes, to_raw
@@ -71,6 +71,19 @@ def test_the_model_gives_the_fused_graphs_outputs_and_scores(repository):
     explainer = Explainer(MODEL, kernel="1x1")
     np.testing.assert_allclose(triton["scores"], explainer.predict(images), atol=1e-6)
     np.testing.assert_array_equal(triton["target"], fused["logits"].argmax(1))
+
+
+def test_a_preset_repository_runs_its_taps_and_says_so(tmp_path):
+    """--preset reciprocam+: the four taps' combined map in the repository's graph, its scores softmax, and
+    the preset among the config's facts."""
+    assert main(["fuse", str(MODEL), "--triton-repo", str(tmp_path), "--name", "plus", "--preset", "reciprocam+"]) == 0
+    config = read_config(tmp_path / "plus")
+    assert config.parameters["reciprocam.preset"].string_value == '"reciprocam+"'
+    images = np.random.default_rng(1).standard_normal((2, 3, 224, 224), dtype=np.float32)
+    saliency, scores = _run(tmp_path / "plus" / "1" / "model.onnx", ["saliency", "scores"], images)
+    expected = open_explainer(MODEL, preset="reciprocam+").explain(images, all_classes=True)
+    np.testing.assert_allclose(saliency, expected.every, atol=1e-4)
+    np.testing.assert_allclose(scores, expected.scores, atol=1e-6)
 
 
 def _run(model, names: list[str], images: np.ndarray) -> list[np.ndarray]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reciprocam_onnx import Explainer
+from reciprocam_onnx import Explainer, open_explainer
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "web"
@@ -77,7 +77,7 @@ def block_minus_1_graph():
 
 @pytest.mark.parametrize("backend", ["wasm", "webgpu"])
 def test_page_matches_python(backend, web_example, server, request, tmp_path):
-    """The page's top class and map for star.png are Python's, on WASM with the demo graph (block -2) and on
+    """The page's top class and map for star.png are Python's, on WASM with the demo graph (reciprocam+) and on
     WebGPU (Chromium's software adapter, SwiftShader: the page's WebGPU path without a GPU) with the demo
     fused at block -1 (`?graph=`), which SwiftShader runs in a third of the demo graph's time. The WASM
     screenshot is docs/images/web-demo.png (written there when RECIPROCAM_UPDATE_DOCS=1, so that a test run
@@ -100,12 +100,13 @@ def test_page_matches_python(backend, web_example, server, request, tmp_path):
     assert screenshot.stat().st_size > 10_000
     assert not page["pageErrors"]
 
-    explainer = Explainer(DEMO, **options)
+    explainer = Explainer(DEMO, **options) if options else open_explainer(DEMO, preset="reciprocam+")
     x, _ = explainer.info.preprocess(ROOT / "examples" / "images" / "star.png")
     python = explainer.explain(x[None])
     top = int(python.targets[0])
     assert page["topClass"] == top
-    probabilities = explainer.with_options(score="softmax").predict(x[None])[0]  # the page's scores
+    softmax = explainer.with_options(score="softmax") if options else explainer  # the preset's scores are
+    probabilities = softmax.predict(x[None])[0]  # the page's scores
     assert page["scores"][top] == pytest.approx(float(probabilities[top]), abs=1e-5)
     page_map = np.asarray(page["maps"][top], np.float32).reshape(page["grid"])
     difference = float(np.abs(page_map - python.maps[0]).max())

@@ -1,6 +1,6 @@
 """Serve the browser example: python serve.py [--port N] (0: any free port).
 
-Writes the fused demo graph (shapes_vit.explain.onnx, next to this file) if it is missing,
+Writes the fused demo graph (reciprocam+, shapes_vit.explain.onnx, next to this file) if it is missing,
 then serves the repository root on localhost (the page loads ../images/*.png and
 node_modules from there) and prints the page's URL.
 """
@@ -41,8 +41,8 @@ def main() -> None:
 
         from reciprocam_onnx import fuse
 
-        print(f"writing {GRAPH.relative_to(ROOT)} (fused from models/shapes_vit.onnx)", flush=True)
-        onnx.save(fuse(ROOT / "models" / "shapes_vit.onnx"), GRAPH)
+        print(f"writing {GRAPH.relative_to(ROOT)} (reciprocam+ fused from models/shapes_vit.onnx)", flush=True)
+        onnx.save(fuse(ROOT / "models" / "shapes_vit.onnx", preset="reciprocam+"), GRAPH)
     server = ThreadingHTTPServer(("127.0.0.1", port), functools.partial(Handler, directory=str(ROOT)))
     print(f"http://127.0.0.1:{server.server_address[1]}/examples/web/", flush=True)
     try:

@@ -9,9 +9,11 @@ from ..errors import OptionError
 from ..io.images import RESIZE_MODES
 from ..options import Options
 from .common import add_option_flags, add_runtime_flags, default_model, first_sentence, given_options, providers
+from .explain import EXPLAIN_OPTIONS
 
 # the methods set the other options
-EVAL_OPTIONS = ("block", "cls_token", "residual", "optimize", "precision", "unresolved", "max_batch", "input_size")
+# eval compares kernels, windows and read-outs itself (its methods)
+EVAL_OPTIONS = tuple(name for name in EXPLAIN_OPTIONS if name not in ("kernel", "window", "score"))
 
 DEFAULT_SHAPES = 500
 

@@ -37,6 +37,7 @@ EXPLAIN_OPTIONS = (
     "unresolved",
     "max_batch",
     "input_size",
+    "cache",
 )
 
 

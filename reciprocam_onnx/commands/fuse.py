@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..contract import FUSED_OUTPUTS
 from ..errors import OptionError
-from ..options import FUSED
+from ..options import FUSED, PRESETS
 from .common import add_option_flags, first_sentence, given_options
 
 
@@ -29,7 +29,14 @@ class Fuse:
         triton.add_argument("--max-batch-size", type=int, default=8, help="images per batch (default 8)")
         triton.add_argument("--instances", type=int, default=1, help="model instances (default 1)")
         triton.add_argument("--gpu", action="store_true", help="instances on GPUs (default: CPUs)")
-        add_option_flags(parser, (*FUSED, "input_size"))
+        parser.add_argument(
+            "--preset",
+            choices=tuple(PRESETS),
+            default=None,
+            help="a named method, as for explain: reciprocam+ runs its four taps in the graph and returns "
+            "their combined map; the options it sets cannot be given too",
+        )
+        add_option_flags(parser, (*FUSED, "input_size", "cache"))
         parser.set_defaults(run=cls.run)
 
     @staticmethod
@@ -51,11 +58,12 @@ class Fuse:
                 max_batch_size=args.max_batch_size,
                 instances=args.instances,
                 gpu=args.gpu,
+                preset=args.preset,
             )
             print(f"wrote {folder}: config.pbtxt and 1/model.onnx (Triton's onnxruntime backend)")
             return 0
         output = output_file(args.output, inputs=(args.model,))  # before any work
-        fused = fuse(args.model, **given_options(args))
+        fused = fuse(args.model, preset=args.preset, **given_options(args))
         write_bytes_atomic(output, fused.SerializeToString())
         print(f"wrote {args.output}: outputs {', '.join(FUSED_OUTPUTS)} ({output.stat().st_size / 1e6:.1f} MB)")
         return 0

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+import onnxruntime as ort
 
 from ..contract import (
     IMAGE_INDEX,
-    RESIDUAL,
     SLOT_LOG_COUNT,
     SLOT_TOKEN,
     SLOT_WEIGHT,
@@ -37,6 +37,7 @@ from ..contract import (
     SplitModel,
     is_split_folder,
     load_split,
+    prefix_outputs,
 )
 from ..copies.masks import cell_weights
 from ..copies.slots import Slots, copy_slots, identity_slots
@@ -82,7 +83,25 @@ class Explainer:
     ):
         asked = resolve(options, **changes)
         explicit = set(changes) | set(asked.changed() if options is not None else {})
-        split = _load_split(model, asked, explicit)
+        self._open(_load_split(model, asked, explicit), asked, providers)
+
+    @classmethod
+    def behind(
+        cls, cut: SplitModel, prefix: ort.InferenceSession, options: Options, providers: Sequence[str] | None = None
+    ) -> Explainer:
+        """An explainer of one cut of a ``SharedSplit`` (split_blocks), fed by ``prefix``, the session of the
+        shared prefix that other cuts' explainers read too."""
+        explainer = cls.__new__(cls)
+        explainer._open(cut, options, providers, prefix)
+        return explainer
+
+    def _open(
+        self,
+        split: SplitModel,
+        asked: Options,
+        providers: Sequence[str] | None,
+        shared_prefix: ort.InferenceSession | None = None,
+    ) -> None:
         check_class_scores(split.info)
         self.options = replace(
             asked, block=split.info.block, optimize=split.info.optimized, input_size=split.info.input_shape[1:]
@@ -90,13 +109,15 @@ class Explainer:
         self._providers = providers
         self._split_info = split.info
         self._split_suffix = split.suffix  # kept for other residual/precision options (with_options)
+        self.feeds = prefix_outputs(split.info, shared=shared_prefix is not None)
         with tempfile.TemporaryDirectory(prefix="reciprocam-") as folder:
-            prefix = Path(folder) / "prefix.onnx"
-            prefix.write_bytes(split.prefix.SerializeToString())
+            prefix = split.prefix_file or Path(folder) / "prefix.onnx"
+            if shared_prefix is None and split.prefix_file is None:
+                prefix.write_bytes(split.prefix.SerializeToString())
             suffix = self._write_suffix(Path(folder))  # graph work done before any session holds memory
             del split  # ONNX Runtime holds far less memory reading a file than given bytes
             release_memory()
-            self._prefix = make_session(prefix, providers)
+            self._prefix = shared_prefix or make_session(prefix, providers)
             self._suffix = make_session(suffix, providers)
             self.device = "cuda" if on_cuda(self._suffix) else "cpu"
             self._reduced = self._reduced_suffix(suffix)
@@ -125,14 +146,19 @@ class Explainer:
         """Maps [B, h, w] for the given targets, or for each image's predicted class; with ``all_classes``,
         every class's map too (``Explanation.every``), from the same runs."""
         unmasked, cells = self.cell_scores(images, targets)
-        chosen = choose_targets(targets, unmasked, self.info.classes)
+        return self.explanation(unmasked, cells, choose_targets(targets, unmasked, self.info.classes), all_classes)
+
+    def explanation(
+        self, unmasked: np.ndarray, cells: np.ndarray, targets: np.ndarray, all_classes: bool = False
+    ) -> Explanation:
+        """The maps of ``targets`` (and with ``all_classes`` of every class) from ``cell_scores``' scores."""
         if all_classes:
             per_class = evidence(cells, self.options.window).transpose(0, 2, 1)
             every = minmax_normalise(per_class.reshape(len(cells), -1, *self.info.grid))
-            return Explanation(every[np.arange(len(chosen)), chosen], chosen, unmasked, every)
-        picked = cells[np.arange(len(chosen)), :, chosen]
-        maps = minmax_normalise(evidence(picked, self.options.window).reshape(len(chosen), *self.info.grid))
-        return Explanation(maps, chosen, unmasked)
+            return Explanation(every[np.arange(len(targets)), targets], targets, unmasked, every)
+        picked = cells[np.arange(len(targets)), :, targets]
+        maps = minmax_normalise(evidence(picked, self.options.window).reshape(len(targets), *self.info.grid))
+        return Explanation(maps, targets, unmasked)
 
     def explain_all(self, images: np.ndarray) -> np.ndarray:
         """Maps for every class from the same runs: float32 [B, C, h, w]."""
@@ -157,31 +183,52 @@ class Explainer:
         through the prefix IMAGES_PER_PREFIX_RUN at a time: memory does not grow with B. In bfloat16,
         each image's map of its target (default: the predicted class) is checked (fidelity.py)."""
         images = check_images(images, self.info.image)
-        classes = self.info.classes
-        if targets is not None:
-            targets = choose_targets(targets, np.zeros((len(images), classes)), classes)
-        logits = np.empty((len(images), 1 + len(self._cells), classes), np.float32)
+        chosen = self.checked_targets(targets, len(images))
+        logits = self.logits_for(len(images))
         erased: list[int] = []
         for first in range(0, len(images), IMAGES_PER_PREFIX_RUN):
             group = images[first : first + IMAGES_PER_PREFIX_RUN]
-            tapped = self._run_prefix(group)
-            arrays = (
-                {k: v if isinstance(v, np.ndarray) else v.numpy() for k, v in tapped.items()} if self._reduced else {}
-            )
-            for image in range(len(group)):
-                out = logits[first + image]
-                self._run_suffix(tapped, image, self._unmasked, out=out[:1])
-                if self._reduced is None:
-                    self._run_cells(self._run_suffix, tapped, image, out)
-                    continue
-                target = int(out[0].argmax()) if targets is None else int(targets[first + image])
-                if not self._reduced_cells(tapped, arrays, image, out, target):
-                    erased.append(first + image)
+            given = None if chosen is None else chosen[first : first + len(group)]
+            lost = self.group_logits(self._run_prefix(group), logits[first : first + len(group)], given)
+            erased += [first + i for i in lost]
+        return self.scores_of(logits, erased)
+
+    def checked_targets(self, targets: Targets, images: int) -> np.ndarray | None:
+        """The given targets, checked against the model's classes (None: each image's predicted class)."""
+        if targets is None:
+            return None
+        return choose_targets(targets, np.zeros((images, self.info.classes)), self.info.classes)
+
+    def logits_for(self, images: int) -> np.ndarray:
+        """Room for the logits of ``images`` images: float32 [images, 1 + h*w, C] (row 0 unmasked)."""
+        return np.empty((images, 1 + len(self._cells), self.info.classes), np.float32)
+
+    def group_logits(self, tapped: dict, out: np.ndarray, targets: np.ndarray | None) -> list[int]:
+        """The unmasked and masked logits of each image of a prefix run (``tapped``: its outputs by suffix
+        input) into ``out``, a row per image; returns the images whose bfloat16 map rounding erased
+        (recomputed or warned about, per options.unresolved). ``targets``: the group's, or None for the
+        predicted classes."""
+        arrays = {k: v if isinstance(v, np.ndarray) else v.numpy() for k, v in tapped.items()} if self._reduced else {}
+        erased = []
+        for image in range(len(out)):
+            row = out[image]
+            self._run_suffix(tapped, image, self._unmasked, out=row[:1])
+            if self._reduced is None:
+                self._run_cells(self._run_suffix, tapped, image, row)
+                continue
+            target = int(row[0].argmax()) if targets is None else int(targets[image])
+            if not self._reduced_cells(tapped, arrays, image, row, target):
+                erased.append(image)
+        return erased
+
+    def scores_of(self, logits: np.ndarray, erased: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(unmasked [B, C], per copy [B, h*w, C]) scores from ``logits_for``'s array once filled, after the
+        checks and warnings on them (``erased``: group_logits' images, by index in the whole batch)."""
         check_finite(logits)
         if self._reduced is None:
             self._warn_if_unresolved(logits)
         elif erased:
-            self._report_erased(erased, len(images))
+            self._report_erased(erased, len(logits))
         scores = to_scores(logits, self.options.score)
         return scores[:, 0], scores[:, 1:]
 
@@ -298,7 +345,7 @@ class Explainer:
                 "max_batch=%d would need about %d MB of activations, above the %d MB budget on %s: running %d "
                 "copies at a time",
                 self.max_batch,
-                self.max_batch * _bytes_per_copy(info) >> 20,
+                self.max_batch * bytes_per_copy(info) >> 20,
                 MEMORY_BUDGET_BYTES[self.device] >> 20,
                 self.device,
                 budget,
@@ -321,22 +368,9 @@ class Explainer:
         )
 
     def _run_prefix(self, images: np.ndarray) -> dict:
-        """The tapped tensors (R, F or its projections) for the batch, by name: OrtValues kept on the
-        session's device, or arrays where the prefix runs image by image: static-batch models, and float16
-        models on the CPU, whose kernels round a batch of images a float16 step away from each image alone
-        (CUDA keeps its batches: throughput)."""
-        name, tapped = self.info.input_name, [RESIDUAL, *self.info.masked_inputs]
-        per_image = self.info.dtype != PRECISIONS[0] and self.device == "cpu"
-        with onnxruntime_errors("running the prefix"):
-            if self.info.static_batch is not None or per_image:
-                runs = [self._prefix.run(tapped, {name: images[i : i + 1]}) for i in range(len(images))]
-                return {key: np.concatenate(parts) for key, parts in zip(tapped, zip(*runs))}
-            binding = self._prefix.io_binding()
-            binding.bind_cpu_input(name, images)
-            for key in tapped:
-                binding.bind_output(key, self.device)
-            self._prefix.run_with_iobinding(binding)
-            return dict(zip(tapped, binding.get_outputs()))
+        """The tapped tensors (R, F or its projections) for the batch, by suffix input."""
+        outputs = run_prefix(self._prefix, self.info, self.device, images, list(self.feeds.values()))
+        return {name: outputs[output] for name, output in self.feeds.items()}
 
     def _run_suffix(self, tapped: dict, image: int, slots: Slots, out: np.ndarray) -> None:
         """Logits of masked copies of one image, written straight into ``out`` (a C-contiguous [rows, C] view)."""
@@ -353,7 +387,26 @@ class Explainer:
             self._suffix.run_with_iobinding(binding)
 
 
-def _bytes_per_copy(info: SplitInfo) -> int:
+def run_prefix(
+    session: ort.InferenceSession, info: SplitInfo, device: str, images: np.ndarray, names: list[str]
+) -> dict:
+    """The prefix outputs ``names`` for the batch: OrtValues kept on ``device``, or arrays where the prefix runs
+    image by image: static-batch models, and float16 models on the CPU, whose kernels round a batch of images a
+    float16 step away from each image alone (CUDA keeps its batches: throughput)."""
+    per_image = info.dtype != PRECISIONS[0] and device == "cpu"
+    with onnxruntime_errors("running the prefix"):
+        if info.static_batch is not None or per_image:
+            runs = [session.run(names, {info.input_name: images[i : i + 1]}) for i in range(len(images))]
+            return {key: np.concatenate(parts) for key, parts in zip(names, zip(*runs))}
+        binding = session.io_binding()
+        binding.bind_cpu_input(info.input_name, images)
+        for key in names:
+            binding.bind_output(key, device)
+        session.run_with_iobinding(binding)
+        return dict(zip(names, binding.get_outputs()))
+
+
+def bytes_per_copy(info: SplitInfo) -> int:
     """Activation bytes of one masked copy in the suffix (float32): MLP and attention scores."""
     heads = max(1, info.width // 64)
     return 4 * info.tokens * (16 * info.width + 2 * heads * info.tokens)
@@ -361,7 +414,7 @@ def _bytes_per_copy(info: SplitInfo) -> int:
 
 def budget_max_batch(info: SplitInfo, device: str) -> int:
     """The most copies per suffix run within the device's activation budget (at least 1)."""
-    return max(1, MEMORY_BUDGET_BYTES[device] // _bytes_per_copy(info))
+    return max(1, MEMORY_BUDGET_BYTES[device] // bytes_per_copy(info))
 
 
 def default_max_batch(info: SplitInfo, device: str, rows_per_copy: int | None = None) -> int:
@@ -391,4 +444,6 @@ def _load_split(model: str | os.PathLike | onnx.ModelProto, options: Options, ex
             raise OptionError(f"{model} was split for {info.input_shape[1:]} inputs; re-split it to change that")
         return split
     source = model if not isinstance(model, (str, os.PathLike)) else Path(model)  # load_model says what is wrong
-    return split_model(source, options.block, optimize=options.optimize, input_size=options.input_size)
+    return split_model(
+        source, options.block, optimize=options.optimize, input_size=options.input_size, cache=options.cache
+    )

@@ -10,15 +10,15 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..contract import FUSED_OUTPUTS, is_split_folder
+from ..contract import FUSED_OPTIONS_KEY, FUSED_OUTPUTS, is_split_folder
 from ..errors import OptionError, onnxruntime_errors
-from ..graph.model import load_model
+from ..graph.model import file_metadata, load_model
 from ..graph.runtime import make_session
 from ..options import FUSED, PRESETS, Options, preset_taps, resolve
 from ..split.pipeline import resolve_block
 from .base import Explanation, SaliencyExplainer, Targets, check_images, choose_targets
 from .explainer import Explainer
-from .fused_graph import fused_options
+from .fused_graph import fused_options, fused_preset, fused_score
 from .scores import check_finite, to_scores
 from .taps import MultiTapExplainer
 
@@ -26,13 +26,19 @@ log = logging.getLogger(__name__)
 
 
 class FusedExplainer:
-    """Explanations from one run of a fused graph: logits and every class's map."""
+    """Explanations from one run of a fused graph: logits and every class's map.
+
+    ``preset``: the preset whose taps the graph combines (None: one tap); ``options`` and ``info`` are its
+    first tap's, and a preset's scores are softmax, as MultiTapExplainer's are.
+    """
 
     def __init__(self, model: onnx.ModelProto, providers: Sequence[str] | None = None):
         found = fused_options(model)
         if found is None:
             raise OptionError("not a fused graph: build one with `reciprocam fuse`")
         self.options, self.info = found
+        self.preset = fused_preset(model)
+        self._score = fused_score(model)
         self._session = make_session(model, providers)
 
     def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -40,7 +46,7 @@ class FusedExplainer:
         with onnxruntime_errors("running the fused graph"):
             logits, saliency = self._session.run(list(FUSED_OUTPUTS[:2]), {self.info.input_name: images})
         check_finite(logits)
-        return to_scores(logits, self.options.score), saliency
+        return to_scores(logits, self._score), saliency
 
     def explain(self, images: np.ndarray, targets: Targets = None, *, all_classes: bool = False) -> Explanation:
         """Maps [B, h, w] for the given targets, or for each image's predicted class; with ``all_classes``,
@@ -55,7 +61,7 @@ class FusedExplainer:
         return self._run(images)[1]
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """The model's scores [B, C] (softmax or logits, as the graph was built)."""
+        """The model's scores [B, C] (softmax or logits, as the graph was built; softmax for a preset)."""
         return self._run(images)[0]
 
 
@@ -73,11 +79,9 @@ def open_explainer(
         return _preset_explainer(model, preset, options, providers, changes)
     if not isinstance(model, onnx.ModelProto) and is_split_folder(model):
         return Explainer(model, options, providers=providers, **changes)
-    proto = load_model(model)
-    if fused_options(proto) is None:
-        return Explainer(
-            proto if isinstance(model, onnx.ModelProto) else model, options, providers=providers, **changes
-        )
+    proto = _fused_graph(model)
+    if proto is None:
+        return Explainer(model, options, providers=providers, **changes)
     fused = FusedExplainer(proto, providers)
     asked = resolve(options, **changes)
     explicit = set(changes) | set(asked.changed() if options is not None else {})
@@ -99,12 +103,29 @@ def _preset_explainer(
     split_folder = not isinstance(model, onnx.ModelProto) and is_split_folder(model)
     if split_folder and len(taps) > 1:
         raise OptionError(f"preset {preset} taps {len(taps)} blocks: give the model file, not a split folder")
-    if not split_folder and fused_options(load_model(model)) is not None:
-        raise OptionError(f"preset {preset} builds its own copies: give the model file, not a fused graph")
+    proto = None if split_folder else _fused_graph(model)
+    if proto is not None:
+        fused = FusedExplainer(proto, providers)
+        if fused.preset != (preset if PRESETS[preset].combines else None):
+            built = f"with preset {fused.preset}" if fused.preset else "with one tap"
+            raise OptionError(f"this fused graph was built {built}: re-fuse the model with --preset {preset}")
+        _check_agrees(fused, asked, explicit)
+        return fused
     chosen = PRESETS[preset]
-    if len(taps) == 1 and chosen.gamma == 1.0:
+    if not chosen.combines:
         return Explainer(model, taps[0], providers=providers)
     return MultiTapExplainer(model, taps, weights=chosen.weights, gamma=chosen.gamma, providers=providers)
+
+
+def _fused_graph(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto | None:
+    """``model`` loaded if it is a fused graph, else None; a file whose metadata says it is none is not loaded
+    here (a cached split of it may be all the Explainer reads)."""
+    if not isinstance(model, onnx.ModelProto):
+        props = file_metadata(model)
+        if props is not None and FUSED_OPTIONS_KEY not in props:
+            return None
+    proto = load_model(model)
+    return proto if fused_options(proto) is not None else None
 
 
 def _check_agrees(fused: FusedExplainer, asked: Options, explicit: set[str]) -> None:
@@ -116,6 +137,10 @@ def _check_agrees(fused: FusedExplainer, asked: Options, explicit: set[str]) -> 
             f"a fused graph cannot honour {', '.join(unbaked)}: it runs its copies as it was built; "
             "use the model itself (or a split folder) for these options"
         )
+    if fused.preset is not None:
+        clash = sorted(explicit & {key for tap in PRESETS[fused.preset].taps for key in tap})
+        if clash:
+            raise OptionError(f"this fused graph's preset {fused.preset} sets {', '.join(clash)} itself")
     differ = {}
     for name in sorted(explicit):
         value, built = getattr(asked, name), getattr(baked, name)

@@ -17,16 +17,17 @@ fused graph takes any batch.
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from onnx import numpy_helper
 
-from ..contract import FUSED_OPTIONS_KEY, FUSED_OUTPUTS, FUSED_SPLIT_KEY, NORMED, RESIDUAL, SplitInfo, SplitModel
+from ..contract import FUSED_OPTIONS_KEY, FUSED_OUTPUTS, FUSED_PRESET_KEY, FUSED_SPLIT_KEY, SplitInfo, SplitModel
 from ..copies.build import CopyTables, copy_inputs
 from ..copies.masks import cell_weights
 from ..copies.slots import EMPTY, Slots, copy_slots
@@ -34,20 +35,30 @@ from ..errors import ModelLoadError, OptionError
 from ..graph.builder import OpBuilder
 from ..graph.export import export_like
 from ..graph.model import ModelSource, load_model, metadata
-from ..options import PRECISIONS, SCORES, WINDOWS, Options, resolve
-from ..split.pipeline import split_model
+from ..options import PRECISIONS, PRESETS, SCORES, WINDOWS, Options, preset_taps, resolve
+from ..split.pipeline import resolve_block, split_blocks, split_model
+from ..split.shared import tapped_tensors
 from .base import check_class_scores
+from .explainer import bytes_per_copy
 from .suffix import suffix_for_residual
 
 log = logging.getLogger(__name__)
 
 IMAGE_LOOP = "reciprocam/images/"  # names the nodes that run a static-batch model once per image
+# the default chunk keeps a Loop step's activations of one image within this (ViT-S/16 at 384 px: 8 copies);
+# on the CPU, chunked copies also run faster than all at once (docs/benchmarks.md)
+FUSED_BUDGET_BYTES = 256 << 20
 
 
-def fuse(source: ModelSource, options: Options | None = None, **changes: Any) -> onnx.ModelProto:
-    """The model plus its ViT-ReciproCAM branch: outputs logits, saliency, saliency_u8."""
-    options = resolve(options, **changes)
-    if options.max_batch is not None or options.precision != PRECISIONS[0]:
+def fuse(
+    source: ModelSource, options: Options | None = None, *, preset: str | None = None, **changes: Any
+) -> onnx.ModelProto:
+    """The model plus its ViT-ReciproCAM branch: outputs logits, saliency, saliency_u8. With ``preset``
+    (options.PRESETS, e.g. "reciprocam+"), every tap of the preset runs in the graph and ``saliency`` is their
+    combined map (engine/taps.py's arithmetic, in float32). ``chunk`` defaults to what fits
+    FUSED_BUDGET_BYTES of activations per image."""
+    asked = resolve(options, **changes)
+    if asked.max_batch is not None or asked.precision != PRECISIONS[0]:
         raise OptionError(
             "a fused graph runs its copies in float32 inside one graph: max_batch and precision "
             "do not apply (chunk bounds its memory)"
@@ -55,26 +66,70 @@ def fuse(source: ModelSource, options: Options | None = None, **changes: Any) ->
     model = load_model(source)
     if FUSED_OPTIONS_KEY in metadata(model):
         raise OptionError("this model is already a fused graph (it has saliency outputs); fuse the model itself")
-    split = split_model(model, options.block, optimize=options.optimize, input_size=options.input_size)
+    explicit = set(changes) | set(asked.changed() if options is not None else {})
+    taps = (asked,) if preset is None else preset_taps(preset, asked, explicit)
+    cut: dict[str, Any] = {"optimize": asked.optimize, "input_size": asked.input_size, "cache": asked.cache}
+    if len(taps) == 1:
+        cuts: tuple[SplitModel, ...] = (split_model(source, taps[0].block, **cut),)
+    else:
+        cuts = split_blocks(source, [tap.block for tap in taps], **cut).cuts
+    check_class_scores(cuts[0].info)
+    branches = [_branch(cuts, tap) for tap in taps]
+    chosen = PRESETS[preset] if preset is not None and PRESETS[preset].combines else None
+    weights, gamma = (chosen.tap_weights(), chosen.gamma) if chosen is not None else ((1.0,), 1.0)
+    graph = _core(model, branches, weights, gamma)
+    info = branches[0].split.info
+    if info.static_batch is not None:
+        graph = _loop_over_images(graph, info)
+    fused = export_like(graph.cleanup().toposort(), model)
+    values = {FUSED_OPTIONS_KEY: branches[0].options.fused_json(), FUSED_SPLIT_KEY: info.to_json()}
+    if chosen is not None:
+        taps_json = [json.loads(branch.options.fused_json()) for branch in branches]
+        values[FUSED_PRESET_KEY] = json.dumps(
+            {"name": preset, "taps": taps_json, "weights": list(weights), "gamma": gamma}
+        )
+    _set_metadata(fused, values)
+    log.info("fused graph: %d nodes, outputs %s", len(fused.graph.node), ", ".join(FUSED_OUTPUTS))
+    return fused
+
+
+@dataclass(frozen=True)
+class _Branch:
+    """One tap of a fused graph: its cut (suffix rewritten for its residual option), baked options, copies."""
+
+    split: SplitModel
+    options: Options
+    slots: Slots
+    slot_residual: bool
+
+
+def _branch(cuts: Sequence[SplitModel], options: Options) -> _Branch:
+    """The tap ``options`` on its block's cut: the suffix for its residual option, its copies' slot
+    tables, and the options to bake (its block as an index, its chunk resolved)."""
+    blocks = cuts[0].info.blocks
+    split = next(cut for cut in cuts if cut.info.block == resolve_block(options.block, blocks))
     info = split.info
-    check_class_scores(info)
     if info.copies_per_run is not None:
         if options.chunk is not None and options.chunk > info.copies_per_run:
             raise OptionError(f"this model quantizes at run time: it takes chunk={info.copies_per_run} at most")
         options = options.updated(chunk=info.copies_per_run)
     suffix, outcomes, slot_residual = suffix_for_residual(split.suffix, info, options.residual)
     info = replace(info, rewrites=info.rewrites + outcomes)
-    split = SplitModel(split.prefix, suffix, info)
     weights = cell_weights(info.grid, info.prefix_tokens, options.kernel, options.cls_token, options.window)
     slots = copy_slots(weights, info.prefix_tokens, info.slots)
-    graph = _core(model, split, slots, options, slot_residual)
-    if info.static_batch is not None:
-        graph = _loop_over_images(graph, info)
-    fused = export_like(graph.cleanup().toposort(), model)
-    baked = options.updated(block=info.block)
-    _set_metadata(fused, {FUSED_OPTIONS_KEY: baked.fused_json(), FUSED_SPLIT_KEY: info.to_json()})
-    log.info("fused graph: %d nodes, outputs %s", len(fused.graph.node), ", ".join(FUSED_OUTPUTS))
-    return fused
+    chunk = options.chunk if options.chunk is not None else default_chunk(info, len(slots))
+    baked = options.updated(block=info.block, chunk=chunk)
+    return _Branch(SplitModel(split.prefix, suffix, info), baked, slots, slot_residual)
+
+
+def default_chunk(info: SplitInfo, copies: int) -> int | None:
+    """Copies per Loop step within FUSED_BUDGET_BYTES of activations per image (None: all at once fit), in as
+    few steps as that allows, evened out so that the last step is not mostly padding."""
+    most = max(1, FUSED_BUDGET_BYTES // bytes_per_copy(info))
+    if most >= copies:
+        return None
+    steps = -(-copies // most)
+    return -(-copies // steps)
 
 
 def fused_options(model: onnx.ModelProto) -> tuple[Options, SplitInfo] | None:
@@ -86,6 +141,29 @@ def fused_options(model: onnx.ModelProto) -> tuple[Options, SplitInfo] | None:
         return Options.from_fused_json(props[FUSED_OPTIONS_KEY]), SplitInfo.from_json(props[FUSED_SPLIT_KEY])
     except (ModelLoadError, ValueError, TypeError, KeyError) as exc:
         raise ModelLoadError(f"the fused graph's metadata ({FUSED_SPLIT_KEY}) is not readable: {exc}") from None
+
+
+def fused_preset(model: onnx.ModelProto) -> str | None:
+    """The preset a fused graph combines the maps of (FUSED_PRESET_KEY), or None for one tap."""
+    text = metadata(model).get(FUSED_PRESET_KEY)
+    if text is None:
+        return None
+    try:
+        name = json.loads(text)["name"]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelLoadError(f"the fused graph's metadata ({FUSED_PRESET_KEY}) is not readable: {exc}") from None
+    if name not in PRESETS:
+        raise ModelLoadError(f"the fused graph combines preset {name!r}, which this version does not know")
+    return name
+
+
+def fused_score(model: onnx.ModelProto) -> str:
+    """The scores a fused graph's logits stand for: its option score, or softmax for a preset's (as
+    MultiTapExplainer's scores are)."""
+    found = fused_options(model)
+    if found is None:
+        raise OptionError("not a fused graph: build one with `reciprocam fuse`")
+    return SCORES[0] if fused_preset(model) is not None else found[0].score
 
 
 def model_of(fused: onnx.ModelProto) -> onnx.ModelProto:
@@ -103,26 +181,25 @@ def model_of(fused: onnx.ModelProto) -> onnx.ModelProto:
     return export_like(graph.cleanup().toposort(), fused)
 
 
-def _core(model: onnx.ModelProto, split: SplitModel, slots: Slots, options: Options, slot_residual: bool) -> gs.Graph:
-    """The model itself (its logits, bit for bit) + masked copies of its tapped tensors
-    through the suffix + scores and maps, for the source model's batch. ``slot_residual``: the suffix
-    takes the masked residual as slots."""
-    info = split.info
+def _core(model: onnx.ModelProto, branches: Sequence[_Branch], weights: Sequence[float], gamma: float) -> gs.Graph:
+    """The model itself (its logits, bit for bit) + for each branch, masked copies of its tapped tensors
+    through its suffix, scores and per-class min-max maps; several branches' maps weighted, summed, min-max
+    normalised again and raised to ``gamma`` (engine/taps.py's combine_maps), for the source model's batch."""
     graph = gs.import_onnx(model)
     logits = graph.outputs[0]
-    c = OpBuilder(graph, "reciprocam/copies/", info.dtype)  # the copies compute in the model's dtype
-    copies = _Copies(split, _tapped(c, split), options.residual, slot_residual)
-    tables = copies.tables(slots)
-    if options.chunk is None:
-        cell_logits = copies.logits(c, {key: c.const(key, value) for key, value in tables.items()})
-    else:
-        cell_logits = _chunked(c, copies, tables, options.chunk)
-    b = OpBuilder(graph, "reciprocam/")  # scores and maps in float32
-    cells = b.cast(b.reshape(cell_logits, [-1, len(slots), info.classes]), "float32")
-    scores = _softmax_for_maps(b, cells) if options.score == SCORES[0] else cells
-    if options.window == WINDOWS[1]:  # a removed window's evidence is a lower score
-        scores = b.op("Neg", [scores])
-    saliency = _saliency(b, scores, info)
+    maps = []
+    for k, branch in enumerate(branches):
+        tag = "reciprocam/" if len(branches) == 1 else f"reciprocam/tap_{k}/"
+        maps.append(_branch_maps(graph, branch, tag))
+    info = branches[0].split.info
+    b = OpBuilder(graph, "reciprocam/")
+    saliency = maps[0]
+    if len(maps) > 1:
+        scaled = [b.op("Mul", [m, b.const("weight", np.array(w, np.float32))]) for m, w in zip(maps, weights)]
+        summed = b.reshape(b.op("Sum", scaled), [0, info.classes, info.cells])
+        saliency = b.reshape(_minmax(b, summed), [-1, info.classes, *info.grid])
+        if gamma != 1.0:
+            saliency = b.op("Pow", [saliency, b.const("gamma", np.array(gamma, np.float32))])
     saliency_u8 = b.op(
         "Cast",
         [b.op("Round", [b.op("Mul", [saliency, b.const("u8", np.array(255, np.float32))])])],
@@ -136,21 +213,22 @@ def _core(model: onnx.ModelProto, split: SplitModel, slots: Slots, options: Opti
     return graph
 
 
-def _tapped(b: OpBuilder, split: SplitModel) -> dict[str, gs.Tensor]:
-    """The suffix's inputs computed in the model's graph: R, F (as [B, T, D] tokens, also where the model
-    lays them out as a grid), and F's hoisted projections."""
-    tensors, info = b.graph.tensors(), split.info
-    tapped = {
-        RESIDUAL: b.reshape(tensors[info.residual_tensor], [0, -1, info.width]),
-        NORMED: b.reshape(tensors[info.normed_tensor], [0, -1, info.width]),
-    }
-    producers = {node.output[0]: node for node in split.prefix.graph.node}
-    weights = {init.name: init for init in split.prefix.graph.initializer}
-    for name in info.masked_inputs:
-        if name not in tapped:  # normed_projected_k = MatMul(F, W_k), as the prefix computes it
-            weight = numpy_helper.to_array(weights[producers[name].input[1]])
-            tapped[name] = b.op("MatMul", [tapped[NORMED], b.const("projection", weight)])
-    return {name: tapped[name] for name in (RESIDUAL, *info.masked_inputs)}
+def _branch_maps(graph: gs.Graph, branch: _Branch, tag: str) -> gs.Variable:
+    """One tap's per-class min-max maps float32 [B, C, h, w], its nodes named under ``tag``."""
+    info, options = branch.split.info, branch.options
+    c = OpBuilder(graph, tag + "copies/", info.dtype)  # the copies compute in the model's dtype
+    copies = _Copies(branch.split, tapped_tensors(c, branch.split), options.residual, branch.slot_residual)
+    tables = copies.tables(branch.slots)
+    if options.chunk is None:
+        cell_logits = copies.logits(c, {key: c.const(key, value) for key, value in tables.items()})
+    else:
+        cell_logits = _chunked(c, copies, tables, options.chunk)
+    b = OpBuilder(graph, tag)  # scores and maps in float32
+    cells = b.cast(b.reshape(cell_logits, [-1, len(branch.slots), info.classes]), "float32")
+    scores = _softmax_for_maps(b, cells) if options.score == SCORES[0] else cells
+    if options.window == WINDOWS[1]:  # a removed window's evidence is a lower score
+        scores = b.op("Neg", [scores])
+    return _saliency(b, scores, info)
 
 
 class _Copies:
@@ -170,23 +248,28 @@ class _Copies:
             tables.update(log_count=slots.log_count, token_slot=slots.token_slot)
         return tables
 
-    def logits(self, b: OpBuilder, tables: dict[str, gs.Tensor]) -> gs.Variable:
-        """Suffix logits [B * n, C] for the n copies described by ``tables`` of every image."""
+    def logits(self, b: OpBuilder, tables: dict[str, gs.Tensor], outer: gs.Graph | None = None) -> gs.Variable:
+        """Suffix logits [B * n, C] for the n copies described by ``tables`` of every image; ``outer``: the
+        graph whose weights ``b.graph`` (a Loop body) reads."""
         built = copy_inputs(
             b, self.tapped, self.widths, CopyTables(**tables), self.residual, slot_residual=self.slot_residual
         )
-        return _inline(b, self.suffix, built)
+        return _inline(b, self.suffix, built, outer)
 
 
-def _inline(b: OpBuilder, suffix: onnx.ModelProto, inputs: dict[str, gs.Tensor]) -> gs.Variable:
+def _inline(
+    b: OpBuilder, suffix: onnx.ModelProto, inputs: dict[str, gs.Tensor], outer: gs.Graph | None = None
+) -> gs.Variable:
     """Copy the suffix's nodes into ``b.graph`` (renamed), reading ``inputs``; return its output.
-    Weights the graph already holds under the same name are shared, not copied."""
+    Weights the graph, or the ``outer`` graph of a Loop body, already holds under the same name are shared,
+    not copied (a body reads the outer one's by name)."""
     sub = gs.import_onnx(suffix)
     replace = {id(t): inputs[t.name] for t in sub.inputs}
-    held = b.graph.tensors()
+    held = (outer or b.graph).tensors()
     for name, tensor in sub.tensors().items():
-        if isinstance(tensor, gs.Constant) and isinstance(held.get(name), gs.Constant):
-            replace[id(tensor)] = held[name]
+        found = held.get(name)
+        if isinstance(tensor, gs.Constant) and isinstance(found, gs.Constant):
+            replace[id(tensor)] = found if outer is None else gs.Variable(name, found.dtype, found.shape)
     for tensor in sub.tensors().values():
         if tensor.name and id(tensor) not in replace:
             tensor.name = b.prefix + "suffix/" + tensor.name
@@ -218,7 +301,7 @@ def _chunked(b: OpBuilder, copies: _Copies, tables: dict[str, np.ndarray], chunk
         )
         sliced[key].shape = [chunk, table.shape[1]]
     classes = copies.info.classes
-    scores = inner.reshape(copies.logits(inner, sliced), [-1, chunk, classes])
+    scores = inner.reshape(copies.logits(inner, sliced, b.graph), [-1, chunk, classes])
     scores.shape = ["batch", chunk, classes]
     cond_out = inner.op("Identity", [keep], dtype=np.bool_)
     cond_out.shape = []
@@ -264,15 +347,19 @@ def _softmax_for_maps(b: OpBuilder, logits: gs.Variable) -> gs.Variable:
 
 def _saliency(b: OpBuilder, cell_scores: gs.Variable, info: SplitInfo) -> gs.Variable:
     """[B, cells, C] float32 -> per image and class min-max over the cells -> float32 [B, C, h, w]."""
-    dtype = cell_scores.dtype
-    per_class = b.op("Transpose", [cell_scores], {"perm": [0, 2, 1]}, dtype=dtype)
-    low = b.reduce("ReduceMin", per_class, [2])
-    span = b.op("Sub", [b.reduce("ReduceMax", per_class, [2]), low], dtype=dtype)
+    per_class = b.op("Transpose", [cell_scores], {"perm": [0, 2, 1]}, dtype=cell_scores.dtype)
+    return b.reshape(_minmax(b, per_class), [-1, info.classes, *info.grid])
+
+
+def _minmax(b: OpBuilder, values: gs.Variable) -> gs.Variable:
+    """[B, C, cells] -> (v - min) / (max - min) over the cells; 0 where all cells are equal."""
+    dtype = values.dtype
+    low = b.reduce("ReduceMin", values, [2])
+    span = b.op("Sub", [b.reduce("ReduceMax", values, [2]), low], dtype=dtype)
     positive = b.op("Greater", [span, b.const("zero", np.array(0, dtype))], dtype=np.bool_)
     safe = b.op("Where", [positive, span, b.const("one", np.array(1, dtype))], dtype=dtype)
-    scaled = b.op("Div", [b.op("Sub", [per_class, low], dtype=dtype), safe], dtype=dtype)
-    flat = b.op("Where", [positive, scaled, b.const("zeros", np.array(0, dtype))], dtype=dtype)
-    return b.reshape(flat, [-1, info.classes, *info.grid])
+    scaled = b.op("Div", [b.op("Sub", [values, low], dtype=dtype), safe], dtype=dtype)
+    return b.op("Where", [positive, scaled, b.const("zeros", np.array(0, dtype))], dtype=dtype)
 
 
 def _loop_over_images(core: gs.Graph, info: SplitInfo) -> gs.Graph:

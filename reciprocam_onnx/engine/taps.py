@@ -2,23 +2,30 @@
 and raised to a power (``gamma``).
 
 A preset such as ``reciprocam+`` (options.PRESETS) taps the model at more than
-one block or with more than one copy rule; each tap is an ``Explainer`` of its
-own (its own split and prefix run), and every tap explains the same targets.
+one block or with more than one copy rule. The model is cut once per block
+behind one shared prefix (split/shared.py), analysed and verified once; the
+prefix runs once per batch of images, and each tap is an ``Explainer`` of its
+cut (its own exact rewrites) reading the shared outputs. Every tap explains
+the same targets.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import onnx
 
 from ..contract import SplitInfo
 from ..errors import OptionError
+from ..graph.runtime import make_session, release_memory
 from ..options import SCORES, Options
-from .base import Explanation, Targets
-from .explainer import Explainer
+from ..split.pipeline import resolve_block, split_blocks
+from .base import Explanation, Targets, check_images, choose_targets
+from .explainer import IMAGES_PER_PREFIX_RUN, Explainer, run_prefix
 from .scores import minmax_normalise, to_scores
 
 
@@ -32,6 +39,7 @@ class MultiTapExplainer:
     """Maps of several taps summed: a preset with more than one (``open_explainer(model, preset="reciprocam+")``).
 
     ``weights``: one per tap (default all 1); ``gamma``: the power the summed map is raised to (1: none).
+    The taps differ in block and copy or read-out options only (one cut per block, one shared prefix).
     ``info`` and ``options`` are the first tap's; ``scores`` are always softmax.
     """
 
@@ -49,25 +57,64 @@ class MultiTapExplainer:
         weights = tuple(weights) if weights is not None else (1.0,) * len(taps)
         if len(weights) != len(taps) or not all(w > 0 for w in weights) or not gamma > 0:
             raise OptionError(f"taps need one positive weight each and a positive gamma, not {weights}, {gamma}")
+        cuts = {(tap.optimize, tap.input_size, tap.cache) for tap in taps}
+        if len(cuts) > 1:
+            raise OptionError("the taps of one explainer share a cut: give them one optimize, input_size and cache")
         self.weights, self.gamma = weights, float(gamma)
-        self.taps = tuple(Explainer(model, tap, providers=providers) for tap in taps)
+        first = taps[0]
+        asked = [tap.block for tap in taps]
+        shared = split_blocks(model, asked, optimize=first.optimize, input_size=first.input_size, cache=first.cache)
+        with tempfile.TemporaryDirectory(prefix="reciprocam-") as folder:
+            path = shared.cuts[0].prefix_file  # ONNX Runtime holds far less memory reading a file than given bytes
+            if path is None:
+                path = Path(folder) / "prefix.onnx"
+                path.write_bytes(shared.prefix.SerializeToString())
+            self._prefix = make_session(path, providers)
+        blocks = shared.cuts[0].info.blocks
+        opened: dict[int, Explainer] = {}
+        tapped: list[Explainer] = []
+        for tap in taps:  # a later tap of a block: the first's with_options (its suffix session, if same residual)
+            block = resolve_block(tap.block, blocks)
+            same = opened.get(block)
+            if same is None:
+                explainer = Explainer.behind(shared.at(block), self._prefix, tap, providers)
+            else:
+                explainer = same.with_options(tap.updated(input_size=same.options.input_size))
+            opened.setdefault(block, explainer)
+            tapped.append(explainer)
+        self.taps = tuple(tapped)
+        del shared
+        release_memory()
         grids = {tap.info.grid for tap in self.taps}
         if len(grids) > 1:
             raise OptionError(f"the taps' token grids differ ({sorted(grids)}): their maps cannot be summed")
+        self._outputs = sorted({output for tap in self.taps for output in tap.feeds.values()})
         self.info: SplitInfo = self.taps[0].info
         self.options: Options = self.taps[0].options
 
     def explain(self, images: np.ndarray, targets: Targets = None, *, all_classes: bool = False) -> Explanation:
         """Maps [B, h, w] for the given targets, or for each image's predicted class; with ``all_classes``,
         every class's map too (``Explanation.every``)."""
-        first = self.taps[0].explain(images, targets, all_classes=all_classes)
-        taps = [first] + [tap.explain(images, first.targets, all_classes=all_classes) for tap in self.taps[1:]]
-        scores = self._softmax(first.scores)
+        first = self.taps[0]
+        images = check_images(images, self.info.image)
+        given = first.checked_targets(targets, len(images))
+        logits = [tap.logits_for(len(images)) for tap in self.taps]
+        erased: list[list[int]] = [[] for _ in self.taps]
+        for start in range(0, len(images), IMAGES_PER_PREFIX_RUN):
+            group = images[start : start + IMAGES_PER_PREFIX_RUN]
+            outputs = run_prefix(self._prefix, self.info, first.device, group, self._outputs)
+            group_targets = None if given is None else given[start : start + len(group)]
+            for tap, out, lost in zip(self.taps, logits, erased):
+                tapped = {name: outputs[output] for name, output in tap.feeds.items()}
+                lost += [start + i for i in tap.group_logits(tapped, out[start : start + len(group)], group_targets)]
+        scores = [tap.scores_of(out, lost) for tap, out, lost in zip(self.taps, logits, erased)]
+        chosen = choose_targets(targets, scores[0][0], self.info.classes)
+        taps = [tap.explanation(*found, chosen, all_classes) for tap, found in zip(self.taps, scores)]
+        softmax = self._softmax(scores[0][0])
         if not all_classes:
-            maps = combine_maps([tap.maps for tap in taps], self.weights, self.gamma)
-            return Explanation(maps, first.targets, scores)
+            return Explanation(combine_maps([tap.maps for tap in taps], self.weights, self.gamma), chosen, softmax)
         every = combine_maps([tap.every for tap in taps if tap.every is not None], self.weights, self.gamma)
-        return Explanation(every[np.arange(len(every)), first.targets], first.targets, scores, every)
+        return Explanation(every[np.arange(len(every)), chosen], chosen, softmax, every)
 
     def explain_all(self, images: np.ndarray) -> np.ndarray:
         """Maps for every class: float32 [B, C, h, w]."""

@@ -153,3 +153,46 @@ def output_name(model: onnx.ModelProto) -> str:
 def metadata(model: onnx.ModelProto) -> dict[str, str]:
     """The model's metadata_props as a dict."""
     return {p.key: p.value for p in model.metadata_props}
+
+
+_METADATA_FIELD = onnx.ModelProto.DESCRIPTOR.fields_by_name["metadata_props"].number
+
+
+def file_metadata(path: str | os.PathLike) -> dict[str, str] | None:
+    """The metadata_props of the ONNX file at ``path``, read without reading its graph (protobuf's wire
+    format: the top-level fields, the graph's bytes skipped); None where the file does not read so."""
+    try:
+        with Path(path).open("rb") as file:
+            size, props = os.fstat(file.fileno()).st_size, {}
+            while file.tell() < size:
+                key = _varint(file)
+                field, kind = key >> 3, key & 7
+                if kind == 0:
+                    _varint(file)
+                elif kind == 2:
+                    length = _varint(file)
+                    if field == _METADATA_FIELD:
+                        entry = onnx.StringStringEntryProto.FromString(file.read(length))
+                        props[entry.key] = entry.value
+                    else:
+                        file.seek(length, os.SEEK_CUR)
+                elif kind in (1, 5):
+                    file.seek(8 if kind == 1 else 4, os.SEEK_CUR)
+                else:
+                    return None
+            return props if file.tell() == size else None
+    except Exception:  # noqa: BLE001 - OSError, ValueError, protobuf's DecodeError: not readable so
+        return None
+
+
+def _varint(file) -> int:
+    """One protobuf varint from ``file``."""
+    value, shift = 0, 0
+    while True:
+        byte = file.read(1)
+        if not byte or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+        shift += 7

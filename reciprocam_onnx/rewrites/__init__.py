@@ -23,7 +23,7 @@ from .slots_through import slots_through
 SLOTS_THROUGH = "slots-through"
 ONE_COPY_PER_RUN = Pass("one-copy-per-run", one_copy_per_run, keeps_shapes=True)
 BATCH_DYNAMIC = Pass("batch-dynamic", batch_dynamic, required=True, keeps_shapes=True)
-OPTIMIZING = (Pass("head-rows", head_rows), Pass("hoist", hoist), Pass("slots", slots))
+OPTIMIZING = (Pass("head-rows", head_rows), Pass("hoist", hoist, changes_prefix=True), Pass("slots", slots))
 # per Options.precision; bfloat16 runs the float32 suffix in OpenVINO (engine/openvino_suffix.py)
 PRECISION_PASSES = dict(zip(PRECISIONS, ((), (Pass(PRECISIONS[1], float16),), ())))
 

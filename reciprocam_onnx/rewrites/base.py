@@ -84,8 +84,9 @@ class Surgery:
             raise InternalError("this surgery has no prefix")
         return export_like(self.prefix.cleanup().toposort(), self.like)
 
-    def copy(self) -> Surgery:
-        prefix = None if self.prefix is None else self.prefix.copy()
+    def copy(self, prefix_too: bool = True) -> Surgery:
+        """A copy to change; ``prefix_too=False`` shares the prefix graph (for a pass that leaves it alone)."""
+        prefix = self.prefix.copy() if self.prefix is not None and prefix_too else self.prefix
         return replace(
             self, suffix=self.suffix.copy(), prefix=prefix, masked=list(self.masked), head_rows=list(self.head_rows)
         )
@@ -103,19 +104,21 @@ def _probe_feed(tensor: gs.Variable, tokens: int) -> np.ndarray:
 @dataclass(frozen=True)
 class Pass:
     """A named rewrite; a ``required`` one that declines stops the split with its reason.
-    ``keeps_shapes``: at batch 1 every tensor keeps its name and shape."""
+    ``keeps_shapes``: at batch 1 every tensor keeps its name and shape; ``changes_prefix``: it changes the
+    prefix graph too (the others leave it alone, so their trial copies share it)."""
 
     name: str
     run: Callable[[Surgery], None]
     required: bool = False
     keeps_shapes: bool = False
+    changes_prefix: bool = False
 
 
 def run_passes(surgery: Surgery, passes: Sequence[Pass]) -> tuple[Surgery, tuple[Rewrite, ...]]:
     """Run ``passes`` in order; returns the surgery with those that applied, and every outcome."""
     outcomes = []
     for rewrite in passes:
-        trial = surgery.copy()
+        trial = surgery.copy(prefix_too=rewrite.changes_prefix)
         try:
             rewrite.run(trial)
         except NothingToDo:

@@ -66,7 +66,8 @@ class ExplainService:
         if labels is not None and len(labels) != info.classes:
             raise OptionError(f"{self.labels or 'the model'} names {len(labels)} classes; the model has {info.classes}")
         self.batcher = Batcher(explainer, self.limits.max_queue, self.limits.batch_images)
-        self.signature = Signature(self.name, info, explainer.options, labels, self.preset, self.limits.max_images)
+        preset = self.preset or getattr(explainer, "preset", None)  # a fused graph's own
+        self.signature = Signature(self.name, info, explainer.options, labels, preset, self.limits.max_images)
 
     def start(self) -> None:
         """Start the batcher's worker, in the event loop, once loaded."""

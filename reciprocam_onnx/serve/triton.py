@@ -26,7 +26,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..contract import FUSED_OUTPUTS
-from ..engine.fused_graph import fuse, fused_options
+from ..engine.fused_graph import fuse, fused_options, fused_preset, fused_score
 from ..errors import OptionError
 from ..graph.export import export_like
 from ..graph.model import ModelSource
@@ -151,10 +151,7 @@ def triton_model(fused: onnx.ModelProto) -> onnx.ModelProto:
     """The fused graph with "scores" (as its options score: softmax or logits) and "target" (the predicted
     class, int64 [B]) computed from its logits, so that a Triton client reads what `reciprocam serve`
     returns with all_classes."""
-    found = fused_options(fused)
-    if found is None:
-        raise OptionError("not a fused graph: build one with `reciprocam fuse`")
-    options, _ = found
+    score = fused_score(fused)  # OptionError for other models
     graph = gs.import_onnx(fused)
     held = graph.tensors()
     for name in (SCORES_OUTPUT, TARGET):  # a tensor of the model's own under one of these names moves aside
@@ -164,7 +161,7 @@ def triton_model(fused: onnx.ModelProto) -> onnx.ModelProto:
     wide = graph.layer(
         op="Cast", inputs=[logits], outputs=[gs.Variable("reciprocam/triton/logits32", np.float32)], attrs={"to": 1}
     )[0]
-    op = "Softmax" if options.score == SCORES[0] else "Identity"
+    op = "Softmax" if score == SCORES[0] else "Identity"
     attrs = {"axis": 1} if op == "Softmax" else {}
     scores = graph.layer(op=op, inputs=[wide], outputs=[gs.Variable(SCORES_OUTPUT, np.float32)], attrs=attrs)[0]
     target = graph.layer(
@@ -199,16 +196,17 @@ def write_triton_repository(
     max_batch_size: int = 8,
     instances: int = 1,
     gpu: bool = False,
+    preset: str | None = None,
 ) -> Path:
-    """Fuse ``source`` and write it as model ``name`` of the Triton repository ``repository`` (module
-    docstring): all files or none. Returns the model's folder."""
+    """Fuse ``source`` (with ``preset``'s taps, if given) and write it as model ``name`` of the Triton
+    repository ``repository`` (module docstring): all files or none. Returns the model's folder."""
     check_model_name(name)
     for what, value in (("max batch size", max_batch_size), ("instances", instances)):
         if not 1 <= value < 2**31:
             raise OptionError(f"{what} must be a whole number from 1 up, not {value}")
     folder = Path(repository) / name
     output_folder(folder / "1")  # before any work: a place that takes files
-    fused = fuse(source, options)
+    fused = fuse(source, options, preset=preset)
     graph = triton_model(fused)
     found = fused_options(fused)
     assert found is not None
@@ -224,7 +222,7 @@ def write_triton_repository(
         "",
         graph_tensors(graph.graph.input),
         outputs,
-        model_facts(info, baked, labels, None),
+        model_facts(info, baked, labels, fused_preset(fused)),
         max_batch_size=max_batch_size,
         backend="onnxruntime",
         dynamic_batching={},

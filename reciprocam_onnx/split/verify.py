@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..contract import RESIDUAL, SplitModel
+from ..contract import SharedSplit, SplitModel, prefix_outputs
 from ..copies.masks import cell_weights
 from ..copies.reference import copy_feeds
 from ..copies.slots import compact_slots, identity_slots
@@ -30,50 +30,81 @@ def verify_split(original: onnx.ModelProto | Path, split: SplitModel, tolerance:
     two masked copies of image 1 the same logits in slot form as one row per
     token. The scale is max |logit|, at least 1.
     """
+    return _verify(original, split.prefix, [(split, prefix_outputs(split.info, shared=False))], tolerance)
+
+
+def verify_shared(original: onnx.ModelProto | Path, shared: SharedSplit, tolerance: float | None = None) -> float:
+    """As verify_split, for every cut behind a shared prefix: the model and the prefix run once."""
+    cuts = [(cut, prefix_outputs(cut.info, shared=True)) for cut in shared.cuts]
+    return _verify(original, shared.prefix, cuts, tolerance)
+
+
+def _verify(
+    original: onnx.ModelProto | Path,
+    prefix: onnx.ModelProto,
+    cuts: list[tuple[SplitModel, dict[str, str]]],
+    tolerance: float | None,
+) -> float:
+    """The largest relative error of the ``cuts`` (each with {suffix input: prefix output}); raise above
+    ``tolerance``."""
     with onnxruntime_errors("verifying the split"):
-        expected, errors = _errors(original, split)
+        expected, errors = _errors(original, prefix, cuts)
     if not np.isfinite(expected).all():
         raise SplitMismatchError(
             "the model itself returns NaN or infinite logits for a test input (corrupt weights?): it cannot be "
             "split or explained"
         )
-    tolerance = tolerance if tolerance is not None else TOLERANCE.get(split.info.dtype, TOLERANCE["float16"])
+    info = cuts[0][0].info
+    tolerance = tolerance if tolerance is not None else TOLERANCE.get(info.dtype, TOLERANCE["float16"])
     scale = max(1.0, float(np.abs(expected).max()))
     error = float(max(errors)) / scale
     if not error <= tolerance:
+        at = f" (cut at block {cuts[int(np.argmax(errors)) // 3][0].info.block})" if len(cuts) > 1 else ""
         raise SplitMismatchError(
-            f"suffix(prefix(x)) differs from the model's logits by {error:.3g} "
+            f"suffix(prefix(x)) differs from the model's logits by {error:.3g}{at} "
             f"(relative to the logit scale {scale:.3g}; tolerance {tolerance:g})"
         )
     log.info("verified split: max relative logit difference %.2e", error)
     return error
 
 
-def _errors(original: onnx.ModelProto | Path, split: SplitModel) -> tuple[np.ndarray, list[float]]:
-    """The original logits of two random images, and the split's max abs differences from them."""
-    info = split.info
+def _errors(
+    original: onnx.ModelProto | Path, prefix: onnx.ModelProto, cuts: list[tuple[SplitModel, dict[str, str]]]
+) -> tuple[np.ndarray, list[float]]:
+    """The original logits of two random images, and each cut's max abs differences from them (three per cut:
+    batched, broadcast, slots against rows)."""
+    info = cuts[0][0].info
     images = [info.image.random(1, seed) for seed in (1, 2)]
     session = lean_session(original)  # one session at a time: their weights do not stack
     expected = np.concatenate([session.run(None, {info.input_name: x})[0] for x in images])
-    session = lean_session(split.prefix)
-    names = [RESIDUAL, *info.masked_inputs]
+    session = lean_session(prefix)
+    names = [output for _, feeds in cuts for output in feeds.values()]
     outputs = [session.run(names, {info.input_name: x}) for x in images]
-    tapped = {key: np.concatenate(parts) for key, parts in zip(names, zip(*outputs))}
+    every = {key: np.concatenate(parts) for key, parts in zip(names, zip(*outputs))}
+    errors = []
+    for split, feeds in cuts:
+        errors.extend(_cut_errors(split, {name: every[output] for name, output in feeds.items()}, expected))
+    return expected, errors
+
+
+def _cut_errors(split: SplitModel, tapped: dict[str, np.ndarray], expected: np.ndarray) -> list[float]:
+    """One cut's suffix on two images' prefix outputs ``tapped``: its max abs differences from ``expected``."""
+    info = split.info
     session = lean_session(split.suffix)
     unmasked = identity_slots(np.ones((1, info.tokens), np.float32))
     batched = _run(session, copy_feeds(tapped, unmasked, with_slots=info.slots), info.copies_per_run)
     first = {key: value[:1] for key, value in tapped.items()}
     twice = identity_slots(np.ones((2, info.tokens), np.float32))
     broadcast = _run(session, copy_feeds(first, twice, with_slots=info.slots), info.copies_per_run)
-    errors = [np.abs(batched - expected).max(), np.abs(broadcast - expected[[0, 0]]).max()]
+    errors = [np.abs(batched - expected).max(), np.abs(broadcast - expected[[0, 0]]).max(), 0.0]
     if info.slots:
         weights = cell_weights(info.grid, info.prefix_tokens)[[0, info.cells // 2]]
         as_rows = session.run(None, copy_feeds(first, identity_slots(weights), with_slots=True))[0]
         as_slots = session.run(None, copy_feeds(first, compact_slots(weights, info.prefix_tokens), with_slots=True))[0]
-        errors.append(np.abs(as_slots - as_rows).max())
+        errors[2] = np.abs(as_slots - as_rows).max()
     del session
     release_memory()
-    return expected, [float(e) for e in errors]
+    return [float(e) for e in errors]
 
 
 def _run(session, feeds: dict[str, np.ndarray], per_run: int | None) -> np.ndarray:
