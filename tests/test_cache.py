@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -90,8 +91,14 @@ def test_a_torn_entry_is_made_again(cache, analyses, caplog):
 
 
 def test_the_cache_keeps_to_its_size_limit(cache, analyses, monkeypatch):
+    """Least recently used entries go past RECIPROCAM_CACHE_BYTES; so does a killed run's day-old staging
+    folder, not a fresh one (another run's, still writing)."""
     monkeypatch.setenv("RECIPROCAM_CACHE_BYTES", "1")  # room for the newest entry only
+    (cache / ".killed").mkdir(parents=True)
+    os.utime(cache / ".killed", (1, 1))
+    (cache / ".writing").mkdir()
     Explainer(DEMO, block=-1)
+    assert not (cache / ".killed").exists() and (cache / ".writing").is_dir()
     Explainer(DEMO, block=-2)
     assert [entry.name for entry in entries(cache)] == [entries(cache)[0].name] and len(entries(cache)) == 1
     Explainer(DEMO, block=-2)

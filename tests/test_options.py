@@ -95,6 +95,10 @@ def test_one_split_serves_every_copy_option(exported):
             base.with_options(**changes).explain_all(images), Explainer(path, **changes).explain_all(images), atol=1e-6
         )
     assert base.with_options(block=base.info.block).options.block == base.info.block
+    given = base.with_options(Options(kernel="1x1"))  # an Options of its own: input_size None is the split's
+    assert given.options.input_size == base.options.input_size and given.options.kernel == "1x1"
+    with pytest.raises(OptionError, match="change the cut"):
+        base.with_options(input_size=(64, 64))
     with pytest.raises(OptionError, match="change the cut"):
         base.with_options(block=0)
     with pytest.raises(OptionError, match="change the cut"):

@@ -130,10 +130,12 @@ class Explainer:
         moved = [name for name in CUT if getattr(new, name) != getattr(self.options, name)]
         if "block" in moved and resolve_block(new.block, self.info.blocks) == self.info.block:
             moved.remove("block")
+        if "input_size" in moved and new.input_size is None:  # the default: the size this split was made for
+            moved.remove("input_size")
         if moved:
             raise OptionError(f"{', '.join(moved)} change the cut: build a new Explainer for that")
         clone = copy.copy(self)
-        clone.options = replace(new, block=self.options.block)
+        clone.options = replace(new, block=self.options.block, input_size=self.options.input_size)
         if (new.residual, new.precision) != (self.options.residual, self.options.precision):
             with tempfile.TemporaryDirectory(prefix="reciprocam-") as folder:
                 suffix = clone._write_suffix(Path(folder))

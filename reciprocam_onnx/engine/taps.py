@@ -79,7 +79,7 @@ class MultiTapExplainer:
             if same is None:
                 explainer = Explainer.behind(shared.at(block), self._prefix, tap, providers)
             else:
-                explainer = same.with_options(tap.updated(input_size=same.options.input_size))
+                explainer = same.with_options(tap)
             opened.setdefault(block, explainer)
             tapped.append(explainer)
         self.taps = tuple(tapped)

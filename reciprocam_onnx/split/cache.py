@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -25,13 +26,14 @@ from typing import TypeVar
 
 import onnx
 
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, OutputError
 from ..graph.model import ModelSource
 
 log = logging.getLogger(__name__)
 
 CACHE_ENV, LIMIT_ENV = "RECIPROCAM_CACHE", "RECIPROCAM_CACHE_BYTES"
 DEFAULT_LIMIT_BYTES = 4 << 30
+STAGING_DAYS = 1  # a staging folder older than this was left by a run that was killed
 _READ_BYTES = 1 << 22
 _EXTERNAL_MARK = b"\x0a\x08location"  # a tensor's external_data entry "location", as protobuf writes it
 
@@ -81,7 +83,7 @@ def _store(root: Path, folder: Path, value: object, save: Callable) -> None:
         except OSError:  # written meanwhile by another run
             shutil.rmtree(staging, ignore_errors=True)
         _trim(root, keep=folder)
-    except OSError as exc:
+    except (OSError, OutputError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
         log.warning("cannot keep the split in the cache folder %s (%s); set %s=off", root, exc, CACHE_ENV)
 
@@ -93,10 +95,19 @@ def _trim(root: Path, keep: Path) -> None:
     except ValueError:
         log.warning("%s must be a number of bytes; keeping the default %d", LIMIT_ENV, DEFAULT_LIMIT_BYTES)
         limit = DEFAULT_LIMIT_BYTES
-    entries = [entry for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")]
-    sizes = {entry: sum(f.stat().st_size for f in entry.rglob("*") if f.is_file()) for entry in entries}
-    total = sum(sizes.values())
-    for entry in sorted(entries, key=lambda e: e.stat().st_mtime):
+    used, sizes = {}, {}
+    for entry in root.iterdir():
+        try:
+            used[entry] = entry.stat().st_mtime
+            sizes[entry] = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
+        except OSError:  # removed meanwhile by another run
+            used.pop(entry, None)
+    stale = time.time() - STAGING_DAYS * 86400
+    for entry in [e for e in used if e.name.startswith(".")]:  # a staging folder of a run that was killed
+        if used.pop(entry) < stale:
+            shutil.rmtree(entry, ignore_errors=True)
+    total = sum(sizes[entry] for entry in used)
+    for entry in sorted(used, key=used.__getitem__):
         if total <= limit:
             break
         if entry != keep:
