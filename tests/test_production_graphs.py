@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from export.export_vit import export_onnx
-from reciprocam_onnx import Explainer
+from reciprocam_onnx import Explainer, open_explainer
 from reciprocam_onnx.cli import main
 from reciprocam_onnx.errors import GraphStructureError, ImageError
 from reciprocam_onnx.io.images import IMAGENET_MEAN, IMAGENET_STD
@@ -257,6 +257,9 @@ def test_int8_graph(kind, deit_float32, tmp_path):
     np.testing.assert_allclose(unmasked, expected[:, 0], atol=1e-4 * scale, rtol=0)
     np.testing.assert_allclose(cells, expected[:, 1:], atol=1e-4 * scale, rtol=0)
     assert_fused_matches(path, ex, images, tmp_path, score="logits")
+    if kind == "dynamic":  # reciprocam+'s shared prefix (its deepest cut's) quantizes too: every tap runs it per image
+        plus = open_explainer(path, preset="reciprocam+")
+        assert {tap.info.static_batch for tap in plus.taps} == {1}
 
 
 @pytest.mark.parametrize("half", [False, True], ids=["float32", "float16"])

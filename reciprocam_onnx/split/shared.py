@@ -61,4 +61,6 @@ def shared_split(splits: Sequence[SplitModel]) -> SharedSplit:
             outputs.append(b.op("Identity", [tapped[name]], out=out))
     graph.outputs = outputs
     prefix = export_like(graph.cleanup().toposort(), deepest.prefix)
-    return SharedSplit(prefix, tuple(replace(split, prefix=prefix) for split in splits))
+    batch = deepest.info.static_batch  # the shared prefix's: one image a run if it quantizes at run time
+    cuts = tuple(replace(split, prefix=prefix, info=replace(split.info, static_batch=batch)) for split in splits)
+    return SharedSplit(prefix, cuts)
