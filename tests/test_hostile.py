@@ -597,3 +597,21 @@ def test_api_arguments_of_the_wrong_kind_raise_the_package_errors(tmp_path):
 
 def ex_model():
     return EvalModel(DEMO)
+
+
+def test_a_thread_count_above_the_cores_is_capped_in_one_line(tmp_path):
+    """RECIPROCAM_THREADS=100000 once held 16 GB and 8,098 threads and stalled a run: it runs the usable cores'
+    threads, says so in one line, and the map is the one the default threads give."""
+    from reciprocam_onnx.graph.runtime import physical_cores
+
+    image = DEMO.parents[1] / "examples" / "images" / "star.png"
+    env = {**os.environ, "RECIPROCAM_THREADS": "100000", "RECIPROCAM_CACHE": "off"}
+    command = [sys.executable, "-m", "reciprocam_onnx.cli", "explain", str(image), "-o", str(tmp_path / "capped")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "RECIPROCAM_THREADS" in line]
+    assert lines == [lines[0]] and f"more than the {physical_cores()} usable cores" in lines[0]
+    assert main(["explain", str(image), "-o", str(tmp_path / "default")]) == 0
+    np.testing.assert_allclose(
+        np.load(tmp_path / "capped" / "star.map.npy"), np.load(tmp_path / "default" / "star.map.npy"), atol=1e-5
+    )

@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from ..errors import OpenVINOError, OptionError
+from ..graph.runtime import threads
 from ..io.limits import limit
 
 INSTALL = "pip install 'reciprocam-onnx[openvino]'"
@@ -43,9 +44,8 @@ class OpenVINOSuffix:
     def __init__(self, path: str | os.PathLike, output: str):
         core = _core()
         config = {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY"}
-        threads = limit("RECIPROCAM_THREADS")
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = str(threads)
+        if limit("RECIPROCAM_THREADS"):
+            config["INFERENCE_NUM_THREADS"] = str(threads())
         try:
             self._compiled = core.compile_model(str(path), "CPU", config)
         except RuntimeError as exc:

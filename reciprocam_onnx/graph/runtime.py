@@ -31,14 +31,29 @@ def physical_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def threads() -> int:
+    """Intra-op threads for ONNX Runtime and OpenVINO: RECIPROCAM_THREADS (a worker that shares the machine),
+    at most the usable cores, or the usable cores. More threads than cores only contend (100,000 of them
+    held 16 GB and stalled a run): a larger value is capped, with one warning line."""
+    cores, asked = physical_cores(), limit("RECIPROCAM_THREADS")
+    if asked > cores:
+        _warn_once(f"RECIPROCAM_THREADS={asked} is more than the {cores} usable cores: running {cores} threads")
+        return cores
+    return asked or cores
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    log.warning("%s", message)
+
+
 def session_options():
-    """Full graph optimisation, intra-op threads = usable cores (or RECIPROCAM_THREADS: a worker that
-    shares the machine), memory arena on."""
+    """Full graph optimisation, intra-op threads (``threads``), memory arena on."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = limit("RECIPROCAM_THREADS") or physical_cores()
+    options.intra_op_num_threads = threads()
     options.enable_cpu_mem_arena = True
     options.log_severity_level = 3
     return options
