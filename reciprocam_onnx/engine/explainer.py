@@ -184,16 +184,7 @@ class Explainer:
         """Raw scores before min-max: unmasked [B, C] and per masked copy [B, h*w, C]. Images go
         through the prefix IMAGES_PER_PREFIX_RUN at a time: memory does not grow with B. In bfloat16,
         each image's map of its target (default: the predicted class) is checked (fidelity.py)."""
-        images = check_images(images, self.info.image)
-        chosen = self.checked_targets(targets, len(images))
-        logits = self.logits_for(len(images))
-        erased: list[int] = []
-        for first in range(0, len(images), IMAGES_PER_PREFIX_RUN):
-            group = images[first : first + IMAGES_PER_PREFIX_RUN]
-            given = None if chosen is None else chosen[first : first + len(group)]
-            lost = self.group_logits(self._run_prefix(group), logits[first : first + len(group)], given)
-            erased += [first + i for i in lost]
-        return self.scores_of(logits, erased)
+        return tap_scores([self], self._prefix, check_images(images, self.info.image), targets)[0]
 
     def checked_targets(self, targets: Targets, images: int) -> np.ndarray | None:
         """The given targets, checked against the model's classes (None: each image's predicted class)."""
@@ -387,6 +378,26 @@ class Explainer:
         binding.bind_output(self.info.output_name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
         with onnxruntime_errors("running the masked copies"):
             self._suffix.run_with_iobinding(binding)
+
+
+def tap_scores(
+    taps: Sequence[Explainer], prefix: ort.InferenceSession, images: np.ndarray, targets: Targets
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each tap's ``cell_scores`` for ``images`` (checked), the ``prefix`` session (the taps' own, or one
+    they share) run once per IMAGES_PER_PREFIX_RUN images for all of them."""
+    first = taps[0]
+    given = first.checked_targets(targets, len(images))
+    names = sorted({output for tap in taps for output in tap.feeds.values()})
+    logits = [tap.logits_for(len(images)) for tap in taps]
+    erased: list[list[int]] = [[] for _ in taps]
+    for start in range(0, len(images), IMAGES_PER_PREFIX_RUN):
+        group = images[start : start + IMAGES_PER_PREFIX_RUN]
+        outputs = run_prefix(prefix, first.info, first.device, group, names)
+        group_targets = None if given is None else given[start : start + len(group)]
+        for tap, out, lost in zip(taps, logits, erased):
+            tapped = {name: outputs[output] for name, output in tap.feeds.items()}
+            lost += [start + i for i in tap.group_logits(tapped, out[start : start + len(group)], group_targets)]
+    return [tap.scores_of(out, lost) for tap, out, lost in zip(taps, logits, erased)]
 
 
 def run_prefix(

@@ -25,7 +25,7 @@ from ..graph.runtime import make_session, release_memory
 from ..options import SCORES, Options
 from ..split.pipeline import resolve_block, split_blocks
 from .base import Explanation, Targets, check_images, choose_targets
-from .explainer import IMAGES_PER_PREFIX_RUN, Explainer, run_prefix
+from .explainer import Explainer, tap_scores
 from .scores import minmax_normalise, to_scores
 
 
@@ -88,26 +88,13 @@ class MultiTapExplainer:
         grids = {tap.info.grid for tap in self.taps}
         if len(grids) > 1:
             raise OptionError(f"the taps' token grids differ ({sorted(grids)}): their maps cannot be summed")
-        self._outputs = sorted({output for tap in self.taps for output in tap.feeds.values()})
         self.info: SplitInfo = self.taps[0].info
         self.options: Options = self.taps[0].options
 
     def explain(self, images: np.ndarray, targets: Targets = None, *, all_classes: bool = False) -> Explanation:
         """Maps [B, h, w] for the given targets, or for each image's predicted class; with ``all_classes``,
         every class's map too (``Explanation.every``)."""
-        first = self.taps[0]
-        images = check_images(images, self.info.image)
-        given = first.checked_targets(targets, len(images))
-        logits = [tap.logits_for(len(images)) for tap in self.taps]
-        erased: list[list[int]] = [[] for _ in self.taps]
-        for start in range(0, len(images), IMAGES_PER_PREFIX_RUN):
-            group = images[start : start + IMAGES_PER_PREFIX_RUN]
-            outputs = run_prefix(self._prefix, self.info, first.device, group, self._outputs)
-            group_targets = None if given is None else given[start : start + len(group)]
-            for tap, out, lost in zip(self.taps, logits, erased):
-                tapped = {name: outputs[output] for name, output in tap.feeds.items()}
-                lost += [start + i for i in tap.group_logits(tapped, out[start : start + len(group)], group_targets)]
-        scores = [tap.scores_of(out, lost) for tap, out, lost in zip(self.taps, logits, erased)]
+        scores = tap_scores(self.taps, self._prefix, check_images(images, self.info.image), targets)
         chosen = choose_targets(targets, scores[0][0], self.info.classes)
         taps = [tap.explanation(*found, chosen, all_classes) for tap, found in zip(self.taps, scores)]
         softmax = self._softmax(scores[0][0])
