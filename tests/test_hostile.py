@@ -411,8 +411,13 @@ def test_many_images_go_through_the_prefix_in_bounded_groups(monkeypatch):
     x, _ = ex.info.preprocess(STAR)
     images = np.stack([x * (1 + 0.01 * k) for k in range(20)])
     seen = []
-    run_prefix = ex._run_prefix
-    monkeypatch.setattr(ex, "_run_prefix", lambda group: seen.append(len(group)) or run_prefix(group))
+    run_prefix = explainer.run_prefix
+
+    def counted(session, info, device, group, names):
+        seen.append(len(group))
+        return run_prefix(session, info, device, group, names)
+
+    monkeypatch.setattr(explainer, "run_prefix", counted)
     maps = ex.explain(images).maps
     assert max(seen) <= explainer.IMAGES_PER_PREFIX_RUN and sum(seen) == 20
     np.testing.assert_allclose(maps[13], ex.explain(images[13:14]).maps[0], atol=1e-6)
